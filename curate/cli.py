@@ -1,0 +1,193 @@
+"""The `curate` command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curate.engine import quiet_ray_env
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn raw image sources into re-captioned, deduplicated, bucketed webdataset shards.")
+out = Console()
+err = Console(stderr=True)
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a job field: dotted.path=value (repeatable).")]
+
+
+def _fail(message: str, code: int = 2):
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load(job: Path, sets: list[str] | None, out_dir: str | None = None):
+    from curate.jobs import JobError, load_job
+
+    try:
+        return load_job(job, sets or [], out=out_dir)
+    except JobError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def run(
+    job: Annotated[Path, typer.Argument(help="Job YAML file.")],
+    address: Annotated[str | None, typer.Option(help="Ray address (default: job's ray.address, RAY_ADDRESS, or a local cluster).")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Output folder (overrides the job's `out`).")] = None,
+    sets: SetOpt = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N inputs (for trials).")] = None,
+    fresh: Annotated[bool, typer.Option(help="Delete this job's previous output first instead of resuming.")] = False,
+):
+    """Run a job; re-running resumes where a previous run stopped."""
+    from curate.accounting import AccountingError
+    from curate.jobs import JobError
+    from curate.runner import run_job
+
+    quiet_ray_env()
+    spec = _load(job, sets, out_dir)
+    try:
+        result = run_job(spec, job, address=address, limit=limit, fresh=fresh, console=err)
+    except JobError as exc:
+        _fail(str(exc))
+    except AccountingError as exc:
+        _fail(str(exc), code=3)
+    print_summary(result.manifest, result.resumed, Path(spec.out))
+
+
+def print_summary(manifest: dict, resumed: bool, root: Path) -> None:
+    c = manifest["counts"]
+    if resumed and manifest.get("status") == "complete":
+        out.print(f"[green]resumed:[/] {root} already holds this job's complete output; nothing rewritten.")
+    t = Table(title=f"curate run: {manifest['job']}", show_header=True)
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    t.add_row("inputs", str(c["inputs"]))
+    t.add_row("[green]written[/]", str(c["written"]))
+    t.add_row("  of which 4K", str(c["is_4k"]))
+    for outcome in ("rejected", "failed"):
+        for reason, n in c[outcome].items():
+            t.add_row(f"[yellow]{outcome}[/]: {reason}", str(n))
+    t.add_row("shards", str(manifest["shards"]))
+    out.print(t)
+    out.print("buckets (h/w: n): " + ", ".join(f"{b}: {n}" for b, n in manifest["buckets"].items()))
+    if manifest.get("timings_s"):
+        out.print("time per phase (s): " + ", ".join(f"{k} {v}" for k, v in manifest["timings_s"].items()))
+    out.print(f"shards: {root}/{', '.join(manifest['outputs']['shards'])}/  index: {root}/index.parquet  "
+              f"rejects: {root}/rejects/  report: {root}/report/index.html")
+
+
+@app.command()
+def validate(
+    job: Annotated[Path, typer.Argument(help="Job YAML file.")],
+    sets: SetOpt = None,
+    strict: Annotated[bool, typer.Option(help="Also fail when local paths the job names are missing.")] = False,
+):
+    """Check a job file; missing local paths are warnings unless --strict (`run` always checks them)."""
+    from curate.jobs import check_paths
+
+    spec = _load(job, sets)
+    problems = check_paths(spec, job)
+    for p in problems:
+        (err.print(f"[bold red]error:[/] {p}") if strict else err.print(f"[yellow]warning:[/] {p}"))
+    if strict and problems:
+        raise typer.Exit(2)
+    out.print(f"[green]ok:[/] {job} is a valid job ({len(spec.sources)} source(s), captioners: {', '.join(c.name for c in spec.caption.captioners)})")
+
+
+@app.command()
+def schema():
+    """Print the job file's JSON Schema."""
+    from schemas.job import Job
+
+    sys.stdout.write(json.dumps(Job.model_json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def sample(
+    folder: Annotated[Path, typer.Argument(help="Where to write the corpus (replaced if it exists).")],
+    n: Annotated[int, typer.Option("--n", min=0, help="Ordinary images added to the fixed catalogue of cases.")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
+):
+    """Generate a deterministic synthetic corpus (sizes to 4K, duplicates, broken files, alt texts)."""
+    from curate.sample import make_corpus
+
+    entries = make_corpus(folder, n=n, seed=seed)
+    out.print(f"wrote {len(entries)} files to {folder} (ground truth in {folder}/_corpus.json)")
+
+
+@app.command("tiny-models")
+def tiny_models(folder: Annotated[Path, typer.Argument(help="Where to save the models.")], seed: int = 0):
+    """Build tiny random-weight models for trials and tests (their captions are noise)."""
+    from curate.tinymodels import build_tiny_vlm
+
+    path = build_tiny_vlm(folder / "tiny-vlm", seed=seed)
+    out.print(f"tiny VLM: {path}")
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="A run's output folder.")]):
+    """Where a run stands: complete (with counts), or units committed per phase."""
+    from curate.storage import RunDir
+
+    r = RunDir(run_dir)
+    if r.manifest.exists():
+        print_summary(json.loads(r.manifest.read_text()), False, run_dir)
+        return
+    if not r.plan.exists():
+        _fail(f"{run_dir}: no curate run here (no manifest.json or _work/plan.parquet)", code=1)
+    import pyarrow.parquet as pq
+
+    units = len(set(pq.read_table(r.plan, columns=["unit"])["unit"].to_pylist()))
+    t = Table(title=f"{run_dir}: in progress")
+    t.add_column("phase")
+    t.add_column("units done", justify="right")
+    t.add_row("ingest", f"{len(list(r.ingest.glob('*.done')))}/{units}")
+    t.add_row("dedup", "done" if r.marker("dedup").exists() else "pending")
+    t.add_row("caption", f"{len(list(r.caption.glob('*.done')))}/{units}")
+    t.add_row("write", "done" if r.marker("write").exists() else "pending")
+    out.print(t)
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A shard (.tar), an index (.parquet) or a run folder.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Samples to show.")] = 10,
+):
+    """Show samples with their caption, bucket and size."""
+    from curate.inspect import load_samples
+
+    try:
+        rows = load_samples(path, n)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), code=1)
+    t = Table(title=str(path))
+    for col in ("key", "size", "bucket", "4K", "caption"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["key"], f"{r['width']}x{r['height']}", r["bucket"], "yes" if r["is_4k"] else "", (r["caption"] or "")[:200])
+    out.print(t)
+
+
+@app.command()
+def buckets(table: Annotated[int, typer.Option("--table", help="PixArt table: 256, 512, 1024 or 2048.")] = 1024):
+    """Print a PixArt aspect-ratio bucket table (key = height/width)."""
+    from schemas.buckets import TABLES
+
+    if table not in TABLES:
+        _fail(f"--table: expected one of {sorted(TABLES)}, got {table}")
+    t = Table(title=f"ASPECT_RATIO_{table} (key = h/w)")
+    for col in ("key", "height", "width"):
+        t.add_column(col, justify="right")
+    for k, (h, w) in sorted(TABLES[table].items(), key=lambda kv: float(kv[0])):
+        t.add_row(k, str(h), str(w))
+    out.print(t)
+
+
+if __name__ == "__main__":
+    app()

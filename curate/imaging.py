@@ -1,0 +1,109 @@
+"""Image bytes -> header facts -> one working-size decode -> hashes.
+
+The ingest phase calls `probe` on every input (header only: cheap, no pixel decode) and
+`decode_working` once for those that pass the gate; every later ingest stage (hashes, and
+quality or embedding stages) uses that one decoded image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+ORIENTATION_TAG = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+
+# Pillow's own bomb check would raise inside open(); we apply the job's limit ourselves.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ProbeError(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class Header:
+    format: str          # "jpg" | "png" | "webp"
+    width: int           # displayed, after EXIF orientation
+    height: int
+    orientation: int     # EXIF orientation tag, 1 when absent
+
+    @property
+    def rotated(self) -> bool:
+        return self.orientation in _SWAPS_AXES
+
+
+def probe(data: bytes) -> Header:
+    """Format, EXIF-corrected size and orientation from the header, without decoding pixels."""
+    if not data:
+        raise ProbeError("empty_file", "zero bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format
+            w, h = img.size
+            orientation = _orientation(img)
+    except UnidentifiedImageError:
+        raise ProbeError("not_an_image", f"unrecognised bytes starting {data[:8]!r}") from None
+    except Exception as exc:  # corrupt headers raise many types inside Pillow's plugins
+        raise ProbeError("not_an_image", f"unreadable header: {exc}") from None
+    if fmt not in FORMATS:
+        raise ProbeError("unsupported_format", f"format {fmt}")
+    if orientation in _SWAPS_AXES:
+        w, h = h, w
+    return Header(FORMATS[fmt], w, h, orientation)
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(ORIENTATION_TAG, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:
+        return 1
+
+
+def decode_working(data: bytes, side: int) -> Image.Image:
+    """Decode once at working size (long side <= `side`), EXIF-rotated, RGB.
+
+    JPEG uses draft mode (DCT scaling: a 4K image decodes at 1/2..1/8 size), other formats
+    decode then reduce. Raises ProbeError('decode_error') on truncated or corrupt pixel data.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            if img.format == "JPEG":
+                img.draft("RGB", (side, side))
+            img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            img = ImageOps.exif_transpose(img)
+            return img.convert("RGB")
+    except Exception as exc:
+        raise ProbeError("decode_error", f"pixel data unreadable: {exc}") from None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def phash64(img: Image.Image) -> int:
+    return _bits_to_int(imagehash.phash(img).hash)
+
+
+def dhash64(img: Image.Image) -> int:
+    return _bits_to_int(imagehash.dhash(img).hash)
+
+
+def _bits_to_int(bits: np.ndarray) -> int:
+    return int("".join("1" if b else "0" for b in bits.flatten()), 2)
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()

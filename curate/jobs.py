@@ -1,0 +1,127 @@
+"""Load a job file: YAML -> `--set` overrides -> pydantic validation -> path checks.
+
+Every problem becomes a `JobError` whose message names the file, the field path and what
+was expected; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from schemas.job import Job
+
+
+class JobError(Exception):
+    """A job file problem a user must fix; its message is complete and meant to be printed."""
+
+
+def load_job(path: str | Path, overrides: list[str] = (), out: str | None = None) -> Job:
+    path = Path(path)
+    if not path.is_file():
+        raise JobError(f"{path}: job file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise JobError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise JobError(f"{path}: expected a mapping of job settings at the top level")
+    for item in overrides:
+        apply_override(raw, item, path)
+    if out is not None:
+        raw["out"] = out
+    try:
+        return Job.model_validate(raw)
+    except ValidationError as exc:
+        raise JobError(format_validation_error(path, exc)) from None
+
+
+def apply_override(raw: dict, item: str, path: Path) -> None:
+    """`a.b.0.c=value`: value parsed as YAML (so numbers, booleans and lists work)."""
+    dotted, sep, value = item.partition("=")
+    if not sep or not dotted:
+        raise JobError(f"{path}: --set {item!r}: expected dotted.path=value")
+    parts = dotted.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _step(node, part, parts[: i + 1], path, create=True)
+    last = parts[-1]
+    parsed = yaml.safe_load(value) if value else ""
+    if isinstance(node, list):
+        index = _index(last, parts, path, len(node))
+        node[index] = parsed
+    elif isinstance(node, dict):
+        node[last] = parsed
+    else:
+        raise JobError(f"{path}: --set {dotted}: {'.'.join(parts[:-1])} is not a mapping or list")
+
+
+def _step(node: Any, part: str, so_far: list[str], path: Path, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(part, so_far, path, len(node))]
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            node[part] = {}
+        return node[part]
+    raise JobError(f"{path}: --set {'.'.join(so_far)}: parent is not a mapping or list")
+
+
+def _index(part: str, so_far: list[str], path: Path, length: int) -> int:
+    if not part.isdigit() or int(part) >= length:
+        raise JobError(f"{path}: --set {'.'.join(so_far)}: expected a list index below {length}")
+    return int(part)
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s) in the job file:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p)) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown field (check the spelling; `curate schema` lists the fields)"
+        elif kind == "missing":
+            msg = "required field is missing"
+        else:
+            got = err.get("input")
+            msg = f"{err['msg']} (got {json.dumps(got, default=str)[:80]})"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("folder",)  # discriminated-union tags pydantic inserts in locations
+
+
+def check_paths(job: Job, job_path: str | Path) -> list[str]:
+    """Local inputs the job names that do not exist, as 'field: path: what is expected'."""
+    problems = []
+    for i, src in enumerate(job.sources):
+        if src.type == "folder" and not Path(src.path).is_dir():
+            problems.append(f"sources.{i}.path: {src.path}: expected an existing folder of images")
+    for i, cap in enumerate(job.caption.captioners):
+        if looks_local(cap.model) and not Path(cap.model).is_dir():
+            problems.append(
+                f"caption.captioners.{i}.model: {cap.model}: expected a model folder "
+                "(config.json + weights); `curate tiny-models DIR` builds a tiny one for trials"
+            )
+    if job.caption.tokenizer and looks_local(job.caption.tokenizer) and not Path(job.caption.tokenizer).exists():
+        problems.append(f"caption.tokenizer: {job.caption.tokenizer}: expected an existing tokenizer folder")
+    return [f"{job_path}: {p}" for p in problems]
+
+
+def looks_local(name: str) -> bool:
+    """A model reference is a local path unless it has the `owner/name` shape of a hub id."""
+    if Path(name).exists() or name.startswith(("/", "./", "../", "~")):
+        return True
+    return name.count("/") != 1
+
+
+def config_hash(job: Job) -> str:
+    """Hash of what decides the output (not where Ray runs or how it reports progress)."""
+    data = job.model_dump(mode="json", exclude={"ray": True, "out": True})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

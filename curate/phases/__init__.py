@@ -1,0 +1,1 @@
+"""The pipeline phases: ingest, dedup, caption, write, report."""

@@ -1,0 +1,169 @@
+"""Phase 3, caption: kept samples -> CPU tasks decode and shrink -> captioner actor pool(s)
+-> post-processing and the choice of the training caption -> committed per unit.
+
+CPU tasks do all JPEG decoding, so the (GPU) actors only run the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from captioners.hf import build_captioner
+from captioners.postprocess import clean, token_counter
+from curate import sources
+from curate.imaging import decode_working
+from curate.engine import cluster_cpus, cluster_gpus, commit_by_unit, unit_dataset
+from curate.phases.dedup import staged_rows
+from curate.phases.rejects import rejects_from
+from curate.storage import RunDir, write_parquet_atomic
+from schemas.job import CaptionerConfig, Job
+from schemas.reasons import Reason
+from schemas.record import CAPTIONED, DEDUP, rows_to_table
+
+CAPTIONED_OK = "captioned"
+
+
+def kept_rows(run: RunDir) -> pa.Table:
+    staged = staged_rows(run)
+    decisions = pq.read_table(run.dedup, schema=DEDUP)
+    keep = decisions.filter(decisions["keep"]).select(["key"])
+    return staged.join(keep, "key", join_type="inner").sort_by("key")
+
+
+def prepare_block(batch: pa.Table, side: int, max_bytes: int) -> dict:
+    """Decode and shrink each image to `side` (long side) in a CPU task."""
+    pixels, errors = [], []
+    for uri in batch["uri"].to_pylist():
+        try:
+            pixels.append(np.asarray(decode_working(sources.read_bytes(uri, max_bytes), side)))
+            errors.append("")
+        except Exception as exc:
+            pixels.append(np.zeros((1, 1, 3), np.uint8))
+            errors.append(f"{type(exc).__name__}: {exc}")
+    out = {name: np.array(batch[name].to_pylist(), dtype=object) for name in ("unit", "key", "alt")}
+    out["pixels"] = np.array(pixels + [None], dtype=object)[:-1]  # keep a ragged object array
+    out["prep_error"] = np.array(errors, dtype=object)
+    return out
+
+
+class CaptionActor:
+    """Ray actor: loads one captioner once, captions batches, keeps order."""
+
+    def __init__(self, cfg_json: str, drop_pixels: bool):
+        self.cfg = CaptionerConfig.model_validate_json(cfg_json)
+        self.captioner = build_captioner(self.cfg)
+        self.drop_pixels = drop_pixels
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["key"])
+        texts = [""] * n
+        errors = list(batch["prep_error"])
+        ok = [i for i in range(n) if not errors[i]]
+        if ok:
+            images = [Image.fromarray(np.asarray(batch["pixels"][i], dtype=np.uint8)) for i in ok]
+            metas = [{"key": batch["key"][i], "alt": batch["alt"][i]} for i in ok]
+            for i, res in zip(ok, self.captioner.caption(images, metas)):
+                texts[i] = res.text or ""
+                errors[i] = f"caption: {res.error}" if res.error else ""
+        out = dict(batch)
+        out[f"raw_{self.cfg.name}"] = np.array(texts, dtype=object)
+        out[f"err_{self.cfg.name}"] = np.array(errors, dtype=object)
+        if self.drop_pixels:
+            out.pop("pixels")
+        return out
+
+
+def finalize_block(batch: dict, job_json: str) -> pa.Table:
+    """Clean every captioner's text, pick the training caption, count its tokens."""
+    job = Job.model_validate_json(job_json)
+    cap = job.caption
+    names = [c.name for c in cap.captioners]
+    chosen_cfg = next(c for c in cap.captioners if c.name == cap.chosen)
+    count = token_counter(cap.tokenizer or chosen_cfg.model)
+    rows = []
+    for i in range(len(batch["key"])):
+        row = {"unit": batch["unit"][i], "key": batch["key"][i]}
+        prep_error = batch["prep_error"][i]
+        errors = {name: batch[f"err_{name}"][i] for name in names}
+        captions = {name: clean(batch[f"raw_{name}"][i], count, cap.max_tokens) for name in names if not errors[name]}
+        alt = batch["alt"][i]
+        row["captions"] = [(n, c.text) for n, c in captions.items()] + ([("alt", alt)] if alt else [])
+        chosen = captions.get(cap.chosen)
+        if prep_error:
+            row.update(status=Reason.READ_ERROR.value, detail=prep_error)
+        elif errors[cap.chosen]:
+            row.update(status=Reason.CAPTION_FAILED.value, detail=errors[cap.chosen])
+        elif chosen.text:
+            row.update(status=CAPTIONED_OK, caption=chosen.text, caption_tokens=chosen.tokens, caption_cut=chosen.cut)
+        elif cap.fallback_to_alt and alt:
+            fallback = clean(alt, count, cap.max_tokens)
+            row.update(status=CAPTIONED_OK, caption=fallback.text, caption_tokens=fallback.tokens, caption_cut=fallback.cut,
+                       detail=f"{cap.chosen} returned nothing; used alt text")
+        else:
+            row.update(status=Reason.EMPTY_CAPTION.value, detail=f"{cap.chosen} returned nothing and there is no alt text")
+        rows.append(row)
+    return rows_to_table(rows, CAPTIONED)
+
+
+def actor_resources(cfg: CaptionerConfig, n_captioners: int) -> tuple[float, float]:
+    """CPUs and GPUs per actor, adjusted so the pipeline cannot deadlock on this cluster.
+
+    Fixed pools that hold every CPU starve the read tasks (Ray Data then hangs), and an actor
+    asking for a GPU on a cluster without one would wait forever: fall back to CPU instead.
+    """
+    num_gpus = cfg.num_gpus
+    if num_gpus > 0 and cluster_gpus() == 0:
+        warnings.warn(f"captioner {cfg.name!r}: num_gpus={cfg.num_gpus} but the cluster has no GPU; running on CPU", stacklevel=2)
+        num_gpus = 0
+    num_cpus = cfg.num_cpus
+    spare = cluster_cpus() - 1  # one CPU stays free for the decode tasks
+    if num_cpus * n_captioners > spare:
+        num_cpus = max(spare, 0.25) / n_captioners
+    return num_cpus, num_gpus
+
+
+def run_caption(job: Job, run: RunDir, progress) -> dict:
+    import ray.data
+
+    kept = kept_rows(run)
+    all_units = sorted(p.stem for p in run.ingest.glob("*.done"))
+    pending = [u for u in all_units if not run.is_done(run.done(run.caption, u))]
+    counts = dict(zip(*[c.to_pylist() for c in pc.value_counts(kept["unit"]).flatten()])) if kept.num_rows else {}
+    for unit in pending:
+        if not counts.get(unit):  # nothing kept: commit an empty unit right away
+            _commit(run, unit, CAPTIONED.empty_table(), kept)
+    pending = [u for u in pending if counts.get(u)]
+    if not pending:
+        return {"units": 0, "samples": 0}
+    expected = {u: counts[u] for u in pending}
+    side = max(c.image_side for c in job.caption.captioners)
+    ds = unit_dataset(kept, pending).map_batches(
+        prepare_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"side": side, "max_bytes": job.ingest.max_bytes}
+    )
+    n = len(job.caption.captioners)
+    for i, cfg in enumerate(job.caption.captioners):
+        num_cpus, num_gpus = actor_resources(cfg, n)
+        ds = ds.map_batches(
+            CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": i == n - 1},
+            batch_size=cfg.batch_size, batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
+        )
+    ds = ds.map_batches(finalize_block, batch_size=None, batch_format="numpy", fn_kwargs={"job_json": job.model_dump_json()})
+    task = progress.add_task("caption", total=sum(expected.values()))
+    commit_by_unit(ds, expected, lambda u, rows: _commit(run, u, rows, kept), on_rows=lambda k: progress.advance(task, k))
+    return {"units": len(pending), "samples": sum(expected.values())}
+
+
+def _commit(run: RunDir, unit: str, rows: pa.Table, kept: pa.Table) -> None:
+    write_parquet_atomic(run.caption / f"{unit}.parquet", rows)
+    failed = rows.filter(pc.not_equal(rows["status"], CAPTIONED_OK)).select(["key", "status", "detail"])
+    if failed.num_rows:
+        failed = failed.join(kept.select(["key", "unit", "source", "uri"]), "key")
+    write_parquet_atomic(run.rejects / "caption" / f"{unit}.parquet", rejects_from(failed, "caption"))
+    run.mark(run.done(run.caption, unit))

@@ -1,0 +1,117 @@
+"""Phase 3 tail, write: captioned samples -> PixArt bucket -> webdataset shards per bucket
+-> the Parquet index. Shards are planned from all committed caption units at once (sorted by
+bucket and key), so shard sizes and names do not depend on unit sizes or run order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from curate import sources
+from curate.imaging import sha256
+from curate.engine import split_by
+from curate.phases.caption import CAPTIONED_OK
+from curate.phases.dedup import staged_rows
+from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
+from schemas.buckets import closest_bucket
+from schemas.job import Job
+from schemas.record import CAPTIONED, DEDUP, INDEX, rows_to_table
+
+TAR_MTIME = 946684800  # fixed member mtime (2000-01-01) so shard bytes are reproducible
+
+
+def shard_folder(table: int) -> str:
+    return f"ar{table}"
+
+
+def plan_records(job: Job, run: RunDir) -> pa.Table:
+    """Index rows (without file checks) for every captioned sample, with shard and member."""
+    captioned = read_parquet_dir(run.caption, CAPTIONED)
+    captioned = captioned.filter(pc.equal(captioned["status"], CAPTIONED_OK))
+    staged = staged_rows(run)
+    dedup = pq.read_table(run.dedup, schema=DEDUP).select(["key", "dup_cluster"])
+    meta = {r["key"]: r for r in staged.to_pylist()}
+    clusters = dict(zip(dedup["key"].to_pylist(), dedup["dup_cluster"].to_pylist()))
+    records = []
+    for c in captioned.to_pylist():
+        m = meta[c["key"]]
+        bucket, hw = closest_bucket(m["height"], m["width"], job.output.bucket_table)
+        records.append({
+            "key": c["key"], "source": m["source"], "url": m["uri"], "width": m["width"], "height": m["height"],
+            "format": m["format"], "bytes": m["bytes"], "is_4k": m["is_4k"], "ratio": m["height"] / m["width"],
+            "bucket": bucket, "bucket_hw": hw, "sha256": m["sha256"], "phash": f"{m['phash']:016x}",
+            "aesthetic": m["aesthetic"], "captions": c["captions"], "caption": c["caption"],
+            "caption_tokens": c["caption_tokens"], "dup_cluster": clusters.get(c["key"]),
+        })
+    records.sort(key=lambda r: (float(r["bucket"]), r["key"]))
+    by_bucket: dict[str, int] = {}
+    for r in records:
+        n = by_bucket.get(r["bucket"], 0)
+        by_bucket[r["bucket"]] = n + 1
+        r["shard"] = f"{shard_folder(job.output.bucket_table)}/{r['bucket']}/{n // job.output.shard_samples:06d}.tar"
+        r["member"] = f"{r['key']}.{r['format']}"
+    return rows_to_table(records, INDEX)
+
+
+def record_json(row: dict) -> bytes:
+    row = dict(row)
+    row["captions"] = dict(row["captions"] or [])
+    return json.dumps(row, ensure_ascii=False, sort_keys=True).encode()
+
+
+def write_shard(batch: pa.Table, root: str, max_bytes: int) -> pa.Table:
+    """Write one shard (all rows share `shard`) atomically; an existing shard is kept as is."""
+    rel = batch["shard"][0].as_py()
+    path = Path(root) / rel
+    if path.exists():
+        return batch.select(["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as fh:
+        with wds.TarWriter(fh, encoder=False, mtime=TAR_MTIME) as sink:
+            for row in batch.to_pylist():
+                data = sources.read_bytes(row["url"], max_bytes)
+                if sha256(data) != row["sha256"]:
+                    raise RuntimeError(f"{row['url']} changed since ingest (sha256 differs); re-run with --fresh")
+                sink.write({"__key__": row["key"], row["format"]: data, "txt": row["caption"].encode(), "json": record_json(row)})
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return batch.select(["key"])
+
+
+def run_write(job: Job, run: RunDir) -> dict:
+    import ray.data
+
+    if run.is_done(run.marker("write")):
+        return {"skipped": True}
+    index = plan_records(job, run)
+    shards = sorted(set(index["shard"].to_pylist()))
+    if shards:
+        ds = ray.data.from_arrow(split_by(index, "shard")).map_batches(
+            write_shard, batch_size=None, batch_format="pyarrow",
+            fn_kwargs={"root": str(run.root), "max_bytes": job.ingest.max_bytes},
+        )
+        written = sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        if written != index.num_rows:
+            raise RuntimeError(f"wrote {written} samples for {index.num_rows} planned")
+    write_parquet_atomic(run.index, index.sort_by("key"))
+    run.mark(run.marker("write"))
+    return {"samples": index.num_rows, "shards": len(shards)}
+
+
+def tar_keys(path: Path) -> list[str]:
+    """Sample keys in a tar, as webdataset groups members (key = name up to the first dot)."""
+    with tarfile.open(path) as tf:
+        return sorted({m.name.split(".", 1)[0] for m in tf.getmembers()})
+
+

@@ -1,0 +1,119 @@
+"""Run a job: plan -> ingest -> dedup -> caption -> write -> report, resuming committed work."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from curate import __version__
+from curate.accounting import account
+from curate.jobs import JobError, check_paths, config_hash
+from curate.phases.caption import run_caption
+from curate.phases.dedup import run_dedup
+from curate.phases.ingest import run_ingest
+from curate.phases.write import run_write
+from curate.report import bucket_counts, write_report
+from curate.sources import plan_units
+from curate.storage import RunDir, read_parquet_dir, write_json_atomic, write_parquet_atomic
+from schemas.job import Job
+from schemas.record import INDEX, PLAN, REJECTS
+
+
+@dataclass
+class RunResult:
+    manifest: dict
+    resumed: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    run_dir: Path = Path(".")
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"curate": __version__, "python": platform.python_version()}
+    for pkg in ("ray", "torch", "transformers", "pyarrow", "webdataset", "pillow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit: int | None = None,
+            fresh: bool = False, console: Console | None = None) -> RunResult:
+    console = console or Console(stderr=True)
+    run = RunDir(job.out)
+    chash = config_hash(job) + (f"-limit{limit}" if limit is not None else "")
+    if fresh:
+        run.clear()
+    stamp = run.work / "config.json"
+    if run.manifest.exists():
+        manifest = json.loads(run.manifest.read_text())
+        _same_config(manifest["config_hash"], chash, run)
+        if manifest.get("status") == "complete":
+            return RunResult(manifest, resumed=True, run_dir=run.root)
+    problems = check_paths(job, job_path)
+    if problems:
+        raise JobError("\n".join(problems))
+    resumed = stamp.exists()
+    if resumed:
+        _same_config(json.loads(stamp.read_text())["config_hash"], chash, run)
+    from curate.engine import init_ray
+
+    timings: dict[str, float] = {}
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    ray_where = init_ray(address or job.ray.address, job.ray.num_cpus, job.ray.no_progress_timeout_s)
+    timings["ray_init"] = time.perf_counter() - t0
+    if not resumed:
+        write_parquet_atomic(run.plan, plan_units(job, limit))
+        write_json_atomic(stamp, {"config_hash": chash, "job": job.model_dump(mode="json")})
+    plan = pq.read_table(run.plan, schema=PLAN)
+    with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        for name, fn in (("ingest", lambda: run_ingest(job, run, plan, progress)),
+                         ("dedup", lambda: run_dedup(job, run)),
+                         ("caption", lambda: run_caption(job, run, progress)),
+                         ("write", lambda: run_write(job, run))):
+            t = time.perf_counter()
+            fn()
+            timings[name] = time.perf_counter() - t
+    t = time.perf_counter()
+    index = pq.read_table(run.index, schema=INDEX)
+    rejects = read_parquet_dir(run.rejects, REJECTS)
+    counts = account(plan, index, rejects)
+    manifest = {
+        "job": job.name, "job_file": str(job_path), "config_hash": chash, "status": "complete",
+        "versions": versions(), "ray": ray_where if ray_where == "local" else "cluster",
+        "started_at": started, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "resumed": resumed,
+        "counts": {k: counts[k] for k in ("inputs", "written", "rejected", "failed")}
+        | {"is_4k": int(pc.sum(index["is_4k"]).as_py() or 0)},
+        "buckets": bucket_counts(index),
+        "shards": len(set(index["shard"].to_pylist())),
+        "outputs": {"index": "index.parquet", "rejects": "rejects/", "report": "report/index.html",
+                    "shards": sorted({s.split("/")[0] for s in index["shard"].to_pylist()})},
+        "units": counts["units"],
+    }
+    write_report(run, manifest, index, rejects)
+    timings["report"] = time.perf_counter() - t
+    manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    write_json_atomic(run.manifest, manifest)
+    return RunResult(manifest, resumed=resumed, timings=timings, run_dir=run.root)
+
+
+def _same_config(found: str, expected: str, run: RunDir) -> None:
+    if found != expected:
+        raise JobError(
+            f"{run.root} holds a run of a different job configuration (config hash {found}, this job {expected}); "
+            "use --fresh to replace it or --out for a new folder"
+        )

@@ -1,0 +1,88 @@
+"""The run folder's layout and atomic writes: no reader ever sees a partial file.
+
+Every file is written to a hidden temporary name in the same folder, then renamed into
+place. A unit's `.done` marker is written last, so a marker implies its files are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_parquet_dir(folder: Path, schema: pa.Schema) -> pa.Table:
+    """Concatenate every committed parquet file under `folder` (hidden temporaries excluded)."""
+    files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith(".")) if folder.exists() else []
+    if not files:
+        return schema.empty_table()
+    return pa.concat_tables(pq.read_table(f, schema=schema) for f in files)
+
+
+class RunDir:
+    """Paths of one run's output folder. `_work/` holds phase staging and commit markers."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.work = self.root / "_work"
+        self.plan = self.work / "plan.parquet"
+        self.ingest = self.work / "ingest"
+        self.dedup = self.work / "dedup.parquet"
+        self.caption = self.work / "caption"
+        self.rejects = self.root / "rejects"
+        self.index = self.root / "index.parquet"
+        self.manifest = self.root / "manifest.json"
+        self.report = self.root / "report"
+
+    def done(self, phase_dir: Path, unit: str) -> Path:
+        return phase_dir / f"{unit}.done"
+
+    def marker(self, name: str) -> Path:
+        return self.work / f"{name}.done"
+
+    def is_done(self, path: Path) -> bool:
+        return path.exists()
+
+    def mark(self, path: Path) -> None:
+        write_bytes_atomic(path, b"")
+
+    def looks_like_run(self) -> bool:
+        return self.manifest.exists() or self.work.exists()
+
+    def clear(self) -> None:
+        """Remove a previous run's output (only a folder that holds one; refuse anything else)."""
+        if not self.root.exists():
+            return
+        if any(self.root.iterdir()) and not self.looks_like_run():
+            raise RuntimeError(f"{self.root} is not empty and holds no curate run; refusing to delete it")
+        shutil.rmtree(self.root)

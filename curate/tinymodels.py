@@ -1,0 +1,64 @@
+"""Tiny random-weight models built offline, saved, and loaded back through the production
+loading code (`from_pretrained`). Used by `make demo` and the tests: their captions are noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %} {% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+WORDS = (
+    "a an the this image photo picture shows depicts scene of with and in on at near behind above below "
+    "large small bright dark red green blue yellow purple orange teal grey white black circle square "
+    "triangle stripe gradient texture background foreground word text letters sky water tree house "
+    "street person dog cat car light shadow soft sharp smooth rough left right center top bottom corner "
+    "pattern colour surface detail edge shape lines frame view close wide"
+).split()
+
+
+def build_tiny_vlm(out: str | Path, seed: int = 0, image_size: int = 64) -> Path:
+    """A Llava-architecture VLM (CLIP vision tower + Llama decoder) with a word-level tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+    out = Path(out)
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    vocab = {t: i for i, t in enumerate(specials)}
+    for w in [*WORDS, ".", ",", ":", "assistant", "user", *"Analyze the image in a comprehensive and detailed manner".lower().split()]:
+        vocab.setdefault(w, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.normalizer = None
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    core.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        padding_side="left", extra_special_tokens={"image_token": "<image>"},
+    )
+    patch = 16
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=image_size, patch_size=patch, projection_dim=32),
+        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                                bos_token_id=1, eos_token_id=2, pad_token_id=3),
+        image_token_index=vocab["<image>"], vision_feature_layer=-1, vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer, patch_size=patch, vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE, num_additional_image_tokens=1,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -1,0 +1,130 @@
+"""The job file: a pydantic model. Unknown keys are errors; every field has a default or is required.
+
+Local paths are resolved against the current directory. Whether they exist is checked by
+`curate.jobs.check_paths` (before any work starts), not here, so a job meant for a cluster
+validates on a laptop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.buckets import TABLES
+
+SHARE_CAPTIONER_PROMPT = "Analyze the image in a comprehensive and detailed manner."
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="Ray cluster address; none starts a local cluster (RAY_ADDRESS also works).")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local cluster (default: all).")
+    no_progress_timeout_s: float = Field(1800, gt=0, description="Fail a phase that makes no progress for this long.")
+
+
+class FolderSource(Strict):
+    type: Literal["folder"]
+    path: str = Field(description="Folder of images; scanned recursively.")
+    extensions: list[str] = Field(["jpg", "jpeg", "png", "webp"], min_length=1, description="File name endings taken as image inputs (case-insensitive).")
+    alt_text: Literal["sidecar", "none"] = Field("sidecar", description="'sidecar': read <stem>.txt beside the image as its alt text.")
+
+
+Source = Annotated[FolderSource, Field(discriminator="type")]
+
+
+class UnitsConfig(Strict):
+    size: int = Field(256, ge=1, description="Inputs per work unit: the grain of parallelism, commit and resume.")
+
+
+class FourKRule(Strict):
+    min_short: int = Field(2160, ge=1)
+    min_long: int = Field(3840, ge=1)
+
+
+class ResolutionConfig(Strict):
+    min_side: int = Field(1024, ge=1, description="Reject when the short side (after EXIF rotation) is smaller.")
+    min_pixels: int = Field(0, ge=0, description="Reject when width*height is smaller.")
+    max_aspect: float = Field(4.5, ge=1, description="Reject when long/short side exceeds this (PixArt-sigma drops ratio > 4.5).")
+    fourk: FourKRule = Field(default_factory=FourKRule, description="An image is tagged 4K when both sides reach these.")
+
+
+class IngestConfig(Strict):
+    working_side: int = Field(512, ge=64, description="Long side of the one working-size decode shared by hashing and quality stages.")
+    max_bytes: int = Field(64 * 2**20, ge=1, description="Inputs larger than this are rejected unread.")
+    max_pixels: int = Field(256 * 2**20, ge=1, description="Decompression-bomb guard: headers claiming more pixels are rejected undecoded.")
+
+
+class FiltersConfig(Strict):
+    resolution: ResolutionConfig = Field(default_factory=ResolutionConfig)
+
+
+class DedupConfig(Strict):
+    exact: bool = Field(True, description="Drop byte-identical inputs (sha256).")
+    near: bool = Field(True, description="Drop near-duplicates by 64-bit pHash Hamming distance.")
+    max_distance: int = Field(10, ge=0, le=32, description="pHash Hamming distance k at or below which two images are near-duplicates.")
+
+
+class CaptionerConfig(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Stored as captions.<name>.")
+    backend: Literal["transformers"] = "transformers"
+    model: str = Field(description="Hugging Face repo id or local folder of an image-text-to-text model.")
+    prompt: str = SHARE_CAPTIONER_PROMPT
+    preset: Literal["share-captioner", "greedy"] = Field("share-captioner", description="Generation defaults; `generation` overrides single settings.")
+    generation: dict[str, float | int | bool] = Field(default_factory=dict, description="Overrides, e.g. {max_new_tokens: 300, num_beams: 1}.")
+    image_side: int = Field(896, ge=32, description="CPU tasks shrink images to this long side before the actor; the processor does the rest.")
+    batch_size: int = Field(4, ge=1)
+    concurrency: int = Field(1, ge=1, description="Maximum actors in the pool (the pool autoscales from 1).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per actor; 0 runs on CPU.")
+    num_cpus: float = Field(1, gt=0, description="CPUs per actor; keep below the node's CPUs so read tasks can run.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class CaptionConfig(Strict):
+    captioners: list[CaptionerConfig] = Field(min_length=1)
+    use: str | None = Field(None, description="Captioner whose text becomes the training `caption` (default: the first).")
+    fallback_to_alt: bool = Field(True, description="Use the alt text when the chosen captioner returned nothing.")
+    max_tokens: int = Field(300, ge=1, description="Token budget of the training text encoder (PixArt-sigma: T5, 300).")
+    tokenizer: str | None = Field(None, description="Tokenizer for the budget (repo id or folder); default: the captioner's own.")
+
+    @model_validator(mode="after")
+    def _use_names_a_captioner(self) -> CaptionConfig:
+        names = [c.name for c in self.captioners]
+        if len(set(names)) != len(names):
+            raise ValueError(f"captioner names must be unique, got {names}")
+        if self.use is not None and self.use not in names:
+            raise ValueError(f"use: {self.use!r} is not one of the captioners {names}")
+        return self
+
+    @property
+    def chosen(self) -> str:
+        return self.use or self.captioners[0].name
+
+
+class OutputConfig(Strict):
+    bucket_table: int = Field(1024, description="PixArt aspect-ratio table (256, 512, 1024, 2048).")
+    shard_samples: int = Field(1000, ge=1, description="Samples per tar shard, per bucket.")
+
+    @model_validator(mode="after")
+    def _known_table(self) -> OutputConfig:
+        if self.bucket_table not in TABLES:
+            raise ValueError(f"bucket_table: expected one of {sorted(TABLES)}, got {self.bucket_table}")
+        return self
+
+
+class Job(Strict):
+    """A curate job: sources in, shards + index + report out."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    out: str = Field(description="Output folder.")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    sources: list[Source] = Field(min_length=1)
+    units: UnitsConfig = Field(default_factory=UnitsConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    caption: CaptionConfig
+    output: OutputConfig = Field(default_factory=OutputConfig)

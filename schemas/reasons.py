@@ -1,0 +1,43 @@
+"""Reason codes: the one vocabulary for why a sample was not written.
+
+`Rejected` means the input was judged (too small, duplicate, ...); `Failed` means the
+pipeline could not finish it (unreadable, captioner error). Both keep a row in `rejects/`.
+"""
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    WRITTEN = "written"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class Reason(StrEnum):
+    # ingest: bytes and header
+    EMPTY_FILE = "empty_file"
+    TOO_MANY_BYTES = "too_many_bytes"
+    NOT_AN_IMAGE = "not_an_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    DECODE_ERROR = "decode_error"
+    # ingest: resolution gate
+    TOO_SMALL = "too_small"
+    TOO_FEW_PIXELS = "too_few_pixels"
+    EXTREME_ASPECT = "extreme_aspect"
+    # dedup
+    EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+    # caption
+    EMPTY_CAPTION = "empty_caption"
+    # failures (the pipeline's fault or the environment's, not the input's verdict)
+    READ_ERROR = "read_error"
+    CAPTION_FAILED = "caption_failed"
+    WORKER_ERROR = "worker_error"
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.FAILED if self in _FAILURES else Outcome.REJECTED
+
+
+_FAILURES = {Reason.READ_ERROR, Reason.CAPTION_FAILED, Reason.WORKER_ERROR}

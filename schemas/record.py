@@ -1,0 +1,104 @@
+"""Arrow schemas of the tables the phases hand to each other, and of the outputs.
+
+The index row and the `{key}.json` in the tar carry the same field names (the record contract).
+"""
+
+import pyarrow as pa
+
+# One row per planned input (written once per run to _work/plan.parquet).
+PLAN = pa.schema([
+    ("unit", pa.string()),
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("uri", pa.string()),
+])
+
+# Ingest output for every input, whatever its fate.
+INGESTED = pa.schema([
+    ("unit", pa.string()),
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("uri", pa.string()),
+    ("status", pa.string()),          # "staged" or a Reason value
+    ("detail", pa.string()),
+    ("format", pa.string()),
+    ("bytes", pa.int64()),
+    ("width", pa.int32()),            # after EXIF rotation
+    ("height", pa.int32()),
+    ("exif_rotated", pa.bool_()),
+    ("is_4k", pa.bool_()),
+    ("sha256", pa.string()),
+    ("phash", pa.uint64()),
+    ("dhash", pa.uint64()),
+    ("aesthetic", pa.float32()),
+    ("alt", pa.string()),
+])
+
+# Dedup decision for every staged sample.
+DEDUP = pa.schema([
+    ("key", pa.string()),
+    ("keep", pa.bool_()),
+    ("reason", pa.string()),
+    ("dup_cluster", pa.string()),
+    ("near_duplicate_of", pa.string()),
+    ("distance", pa.int32()),
+])
+
+# Caption phase output for every kept sample.
+CAPTIONED = pa.schema([
+    ("unit", pa.string()),
+    ("key", pa.string()),
+    ("captions", pa.map_(pa.string(), pa.string())),
+    ("caption", pa.string()),
+    ("caption_tokens", pa.int32()),
+    ("caption_cut", pa.string()),
+    ("status", pa.string()),          # "captioned" or a Reason value
+    ("detail", pa.string()),
+])
+
+# The final index: one row per written sample.
+INDEX = pa.schema([
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("url", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("format", pa.string()),
+    ("bytes", pa.int64()),
+    ("is_4k", pa.bool_()),
+    ("ratio", pa.float64()),          # height / width, as PixArt's data_info
+    ("bucket", pa.string()),
+    ("bucket_hw", pa.list_(pa.int32())),
+    ("sha256", pa.string()),
+    ("phash", pa.string()),           # 16 hex digits
+    ("aesthetic", pa.float32()),
+    ("captions", pa.map_(pa.string(), pa.string())),
+    ("caption", pa.string()),
+    ("caption_tokens", pa.int32()),
+    ("dup_cluster", pa.string()),
+    ("shard", pa.string()),           # path relative to the run folder
+    ("member", pa.string()),          # image member name inside the shard
+])
+
+# rejects/: one row per input that was not written.
+REJECTS = pa.schema([
+    ("unit", pa.string()),
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("uri", pa.string()),
+    ("phase", pa.string()),
+    ("outcome", pa.string()),         # "rejected" or "failed"
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("dup_cluster", pa.string()),
+    ("near_duplicate_of", pa.string()),
+])
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a typed table; missing fields become nulls."""
+    return pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for r in rows], schema=schema)
