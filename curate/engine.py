@@ -7,6 +7,7 @@ have arrived. A crash loses only uncommitted units; a re-run redoes just those.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import defaultdict
@@ -33,7 +34,7 @@ def init_ray(address: str | None, num_cpus: int | None, no_progress_timeout_s: f
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -64,7 +65,7 @@ def split_by(table: pa.Table, column: str) -> list[pa.Table]:
     table = table.sort_by(column)
     values = table[column].to_numpy(zero_copy_only=False)
     edges = [0, *(np.flatnonzero(values[1:] != values[:-1]) + 1).tolist(), table.num_rows]
-    return [table.slice(a, b - a) for a, b in zip(edges[:-1], edges[1:])]
+    return [table.slice(a, b - a) for a, b in itertools.pairwise(edges)]
 
 
 def unit_dataset(table: pa.Table, units: Iterable[str]):

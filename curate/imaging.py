@@ -71,17 +71,19 @@ def _orientation(img: Image.Image) -> int:
 
 
 def decode_working(data: bytes, side: int) -> Image.Image:
-    """Decode once at working size (long side <= `side`), EXIF-rotated, RGB.
+    """Decode once at working size: long side <= `side`, short side >= `side // 2` where the
+    source is that large; EXIF-rotated, RGB.
 
-    JPEG uses draft mode (DCT scaling: a 4K image decodes at 1/2..1/8 size), other formats
-    decode then reduce. Raises ProbeError('decode_error') on truncated or corrupt pixel data.
+    JPEG uses draft mode (DCT scaling: a 4K image decodes straight at 1/8 size, never in
+    full), other formats decode then reduce. Raises ProbeError('decode_error') on truncated
+    or corrupt pixel data.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
             if img.format == "JPEG":
-                img.draft("RGB", (side, side))
+                img.draft("RGB", (side // 2, side // 2))
             img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
             img = ImageOps.exif_transpose(img)
             return img.convert("RGB")

@@ -6,7 +6,7 @@ import json
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -70,7 +70,7 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     from curate.engine import init_ray
 
     timings: dict[str, float] = {}
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     ray_where = init_ray(address or job.ray.address, job.ray.num_cpus, job.ray.no_progress_timeout_s)
     timings["ray_init"] = time.perf_counter() - t0
@@ -94,7 +94,7 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     manifest = {
         "job": job.name, "job_file": str(job_path), "config_hash": chash, "status": "complete",
         "versions": versions(), "ray": ray_where if ray_where == "local" else "cluster",
-        "started_at": started, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": started, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "resumed": resumed,
         "counts": {k: counts[k] for k in ("inputs", "written", "rejected", "failed")}
         | {"is_4k": int(pc.sum(index["is_4k"]).as_py() or 0)},

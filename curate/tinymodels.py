@@ -26,8 +26,15 @@ def build_tiny_vlm(out: str | Path, seed: int = 0, image_size: int = 64) -> Path
     """A Llava-architecture VLM (CLIP vision tower + Llama decoder) with a word-level tokenizer."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     out = Path(out)
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]

@@ -17,8 +17,8 @@ from PIL import Image
 from captioners.hf import build_captioner
 from captioners.postprocess import clean, token_counter
 from curate import sources
-from curate.imaging import decode_working
 from curate.engine import cluster_cpus, cluster_gpus, commit_by_unit, unit_dataset
+from curate.imaging import decode_working
 from curate.phases.dedup import staged_rows
 from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, write_parquet_atomic
@@ -47,9 +47,17 @@ def prepare_block(batch: pa.Table, side: int, max_bytes: int) -> dict:
             pixels.append(np.zeros((1, 1, 3), np.uint8))
             errors.append(f"{type(exc).__name__}: {exc}")
     out = {name: np.array(batch[name].to_pylist(), dtype=object) for name in ("unit", "key", "alt")}
-    out["pixels"] = np.array(pixels + [None], dtype=object)[:-1]  # keep a ragged object array
+    out["pixels"] = object_array(pixels)
     out["prep_error"] = np.array(errors, dtype=object)
     return out
+
+
+def object_array(items: list) -> np.ndarray:
+    """A 1-D object array of arrays (np.array would stack equal shapes into one block)."""
+    arr = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        arr[i] = item
+    return arr
 
 
 class CaptionActor:

@@ -6,7 +6,6 @@ Runs as Ray tasks over unit blocks; the driver commits each unit (staged rows + 
 
 from __future__ import annotations
 
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,7 +17,6 @@ from filters.resolution import is_4k, resolution_verdict
 from schemas.job import Job
 from schemas.reasons import Reason
 from schemas.record import INGESTED, rows_to_table
-
 
 STAGED = "staged"
 

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import webdataset as wds
 
 from curate import sources
-from curate.imaging import sha256
 from curate.engine import split_by
+from curate.imaging import sha256
 from curate.phases.caption import CAPTIONED_OK
 from curate.phases.dedup import staged_rows
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic

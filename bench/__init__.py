@@ -1,0 +1,1 @@
+"""Benchmarks: each prints this project's numbers against a baseline measured in the same run."""

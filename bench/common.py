@@ -1,0 +1,25 @@
+"""Small timing helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def rate(fn: Callable[[], object], items: int, min_seconds: float = 1.0) -> float:
+    """Items per second of `fn` (which processes `items` items), repeated for at least `min_seconds`."""
+    fn()  # warm-up
+    runs, start = 0, time.perf_counter()
+    while True:
+        fn()
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return runs * items / elapsed
+
+
+def table(rows: list[tuple[str, float, float]], unit: str) -> None:
+    """rows: (what, ours, baseline) -> a printed table with the ratio."""
+    print(f"{'measure':<44}{'curate':>14}{'baseline':>14}{'ratio':>9}")
+    for what, ours, base in rows:
+        print(f"{what:<44}{ours:>11.1f} {unit:<2}{base:>11.1f} {unit:<2}{ours / base:>8.1f}x")

@@ -1,0 +1,80 @@
+"""Shared fixtures: a generated corpus, a tiny VLM saved to disk, one local Ray cluster, and
+one full pipeline run on the demo job that many tests inspect."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_JOB = REPO / "jobs" / "demo.yaml"
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    from curate.sample import make_corpus
+
+    root = tmp_path_factory.mktemp("corpus") / "sample"
+    make_corpus(root, n=4, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def truth(corpus) -> dict:
+    """The corpus ground truth, by file name."""
+    return {e["name"]: e for e in json.loads((corpus / "_corpus.json").read_text())["files"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    from curate.tinymodels import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    from curate.engine import init_ray
+
+    init_ray(None, num_cpus=2, no_progress_timeout_s=120)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def demo_overrides(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:
+    return [f"sources.0.path={corpus}", f"caption.captioners.0.model={tiny_vlm}", f"out={out}"]
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    """The same overrides as `--set` options of the command line."""
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="session")
+def demo_run(corpus, tiny_vlm, ray_cluster, tmp_path_factory):
+    """The demo job run once, in process, on the test corpus."""
+    from curate.jobs import load_job
+    from curate.runner import run_job
+
+    out = tmp_path_factory.mktemp("runs") / "demo"
+    job = load_job(DEMO_JOB, demo_overrides(corpus, tiny_vlm, out))
+    result = run_job(job, DEMO_JOB)
+    return result
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed `curate` command as a user would."""
+    exe = Path(sys.executable).with_name("curate")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False,
+                          env={**os.environ, "COLUMNS": "200"})

@@ -1,0 +1,97 @@
+"""Resume: a finished job rewrites nothing; a run cut short (lost units, or killed mid-phase)
+finishes on re-run with output identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tests.conftest import DEMO_JOB, cli, demo_overrides, set_args
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """mtime and content digest of every file under `root`."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def outputs(root: Path) -> dict[str, str]:
+    """Digests of what a reader consumes: shards, index and rejects (not timings)."""
+    files = [*root.glob("ar*/*/*.tar"), root / "index.parquet"]
+    digests = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    digests["rejects"] = hashlib.sha256(str(pq.read_table(root / "rejects").sort_by("key").to_pylist()).encode()).hexdigest()
+    return digests
+
+
+def test_second_run_of_a_finished_job_rewrites_nothing(demo_run, corpus, tiny_vlm):
+    root = demo_run.run_dir
+    before = snapshot(root)
+    res = cli("run", str(DEMO_JOB), *set_args(demo_overrides(corpus, tiny_vlm, root)))
+    assert res.returncode == 0, res.stderr
+    assert "resumed" in res.stdout and "nothing rewritten" in res.stdout
+    assert snapshot(root) == before
+
+
+def test_changed_config_on_the_same_output_is_refused(demo_run, corpus, tiny_vlm):
+    res = cli("run", str(DEMO_JOB), *set_args(demo_overrides(corpus, tiny_vlm, demo_run.run_dir)),
+              "--set", "dedup.max_distance=3")
+    assert res.returncode == 2
+    assert "different job configuration" in res.stderr and "--fresh" in res.stderr
+
+
+def test_lost_units_are_redone_and_output_is_identical(demo_run, corpus, tiny_vlm, tmp_path):
+    from curate.jobs import load_job
+    from curate.runner import run_job
+
+    reference = outputs(demo_run.run_dir)
+    root = tmp_path / "partial"
+    shutil.copytree(demo_run.run_dir, root)
+    # forget the end of the run, one ingest unit, two caption units and a shard
+    for rel in ("manifest.json", "index.parquet", "_work/write.done", "report/index.html"):
+        (root / rel).unlink()
+    ingest_units = sorted(p.stem for p in (root / "_work/ingest").glob("*.done"))
+    for unit in ingest_units[:1]:
+        for p in (root / f"_work/ingest/{unit}.done", root / f"_work/ingest/{unit}.parquet", root / f"rejects/ingest/{unit}.parquet"):
+            p.unlink()
+    for unit in ingest_units[-2:]:
+        (root / f"_work/caption/{unit}.done").unlink()
+        (root / f"_work/caption/{unit}.parquet").unlink()
+    next(root.glob("ar1024/*/*.tar")).unlink()
+
+    job = load_job(DEMO_JOB, demo_overrides(corpus, tiny_vlm, root))
+    result = run_job(job, DEMO_JOB)
+    assert result.resumed
+    assert outputs(root) == reference
+
+
+def test_killed_run_resumes_to_the_same_output(demo_run, corpus, tiny_vlm, tmp_path):
+    """SIGKILL the whole `curate run` process group mid-caption, then run again."""
+    root = tmp_path / "killed"
+    args = [str(Path(sys.executable).with_name("curate")), "run", str(DEMO_JOB),
+            *set_args(demo_overrides(corpus, tiny_vlm, root))]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and len(list((root / "_work/caption").glob("*.done"))) < 1:
+            assert proc.poll() is None, "run finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (root / "manifest.json").exists() and not (root / "index.parquet").exists()
+    for tar in root.glob("ar*/*/*.tar"):  # whatever is visible is whole (temporaries are hidden)
+        with tarfile.open(tar) as tf:
+            tf.getmembers()
+    res = cli("run", *args[2:])
+    assert res.returncode == 0, res.stderr
+    assert outputs(root) == outputs(demo_run.run_dir)
+    assert pq.read_table(root / "index.parquet").num_rows == demo_run.manifest["counts"]["written"]
