@@ -12,13 +12,20 @@ class AccountingError(RuntimeError):
     pass
 
 
-def account(plan: pa.Table, index: pa.Table, rejects: pa.Table) -> dict:
-    unit_of = dict(zip(plan["key"].to_pylist(), plan["unit"].to_pylist()))
+def account(units_plan: pa.Table, ingested: pa.Table, index: pa.Table, rejects: pa.Table) -> dict:
+    """`ingested` has a row for every input read (staged or not): those are the inputs."""
+    unit_of = dict(zip(ingested["key"].to_pylist(), ingested["unit"].to_pylist()))
     units: dict[str, Counter] = defaultdict(Counter)
-    for u in plan["unit"].to_pylist():
+    for u in ingested["unit"].to_pylist():
         units[u]["inputs"] += 1
     seen: Counter = Counter()
     problems = []
+    if len(unit_of) != ingested.num_rows:
+        problems.append(f"{ingested.num_rows - len(unit_of)} inputs share a key with another input")
+    for plan in units_plan.to_pylist():
+        units.setdefault(plan["unit"], Counter())
+        if plan["kind"] == "slice" and units[plan["unit"]]["inputs"] != plan["stop"] - plan["start"]:
+            problems.append(f"unit {plan['unit']}: {units[plan['unit']]['inputs']} inputs ingested of {plan['stop'] - plan['start']} listed")
     for key in index["key"].to_pylist():
         seen[key] += 1
         if key not in unit_of:
@@ -41,7 +48,7 @@ def account(plan: pa.Table, index: pa.Table, rejects: pa.Table) -> dict:
     if problems:
         raise AccountingError("accounting invariant violated:\n  " + "\n  ".join(problems[:20]))
     return {
-        "inputs": plan.num_rows,
+        "inputs": ingested.num_rows,
         "written": index.num_rows,
         "rejected": dict(sorted(rejected.items())),
         "failed": dict(sorted(failed.items())),

@@ -77,23 +77,29 @@ def unit_dataset(table: pa.Table, units: Iterable[str]):
     return ray.data.from_arrow(parts) if parts else None
 
 
-def commit_by_unit(ds, expected: dict[str, int], commit: Callable[[str, pa.Table], None], on_rows: Callable[[int], None] = lambda n: None) -> None:
-    """Stream `ds`, and call `commit(unit, rows)` once every expected row of a unit is in.
+def commit_by_unit(ds, expected: dict[str, int] | None, commit: Callable[[str, pa.Table], None],
+                   on_rows: Callable[[int], None] = lambda n: None) -> None:
+    """Stream `ds`, and call `commit(unit, rows)` once every row of a unit is in.
 
-    Raises if the stream ends with a unit incomplete: rows must never be lost silently.
+    A unit's size comes from `expected`, or (None) from the rows' own `unit_total` column,
+    for units whose inputs are only known once read (a tar). Raises if the stream ends with a
+    unit incomplete: rows must never be lost silently.
     """
     buffers: dict[str, list[pa.Table]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
+    sizes: dict[str, int] = dict(expected or {})
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         on_rows(batch.num_rows)
-        for unit in pc.unique(batch["unit"]).to_pylist():
-            part = batch.filter(pc.equal(batch["unit"], unit))
+        for part in split_by(batch, "unit"):
+            unit = part["unit"][0].as_py()
+            if unit not in sizes:
+                sizes[unit] = part["unit_total"][0].as_py()
             buffers[unit].append(part)
             counts[unit] += part.num_rows
-            if counts[unit] == expected[unit]:
+            if counts[unit] == sizes[unit]:
                 commit(unit, pa.concat_tables(buffers.pop(unit)))
-            elif counts[unit] > expected[unit]:
-                raise RuntimeError(f"unit {unit}: {counts[unit]} rows for {expected[unit]} inputs")
+            elif counts[unit] > sizes[unit]:
+                raise RuntimeError(f"unit {unit}: {counts[unit]} rows for {sizes[unit]} inputs")
     if buffers:
-        missing = {u: expected[u] - counts[u] for u in buffers}
+        missing = {u: sizes[u] - counts[u] for u in buffers}
         raise RuntimeError(f"stream ended with units incomplete (rows missing): {missing}")

@@ -42,6 +42,24 @@ class Header:
         return self.orientation in _SWAPS_AXES
 
 
+_MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png")]
+_OTHER_IMAGES = [b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00\x01\x00", b"8BPS"]
+
+
+def sniff(head: bytes) -> str:
+    """Format by magic bytes (never by name or Content-Type): 'jpg' | 'png' | 'webp', or raise."""
+    if not head:
+        raise ProbeError("empty_file", "zero bytes")
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if any(head.startswith(m) for m in _OTHER_IMAGES) or head[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
+        raise ProbeError("unsupported_format", f"image format with magic {head[:12]!r} is not JPEG, PNG or WebP")
+    raise ProbeError("not_an_image", f"unrecognised bytes starting {head[:16]!r}")
+
+
 def probe(data: bytes) -> Header:
     """Format, EXIF-corrected size and orientation from the header, without decoding pixels."""
     if not data:

@@ -6,6 +6,7 @@ was expected; the CLI prints it and exits 2.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 from pathlib import Path
@@ -94,7 +95,7 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
 
 
 def _is_union_tag(part: Any) -> bool:
-    return part in ("folder",)  # discriminated-union tags pydantic inserts in locations
+    return part in ("folder", "s3", "url_list", "webdataset")  # union tags pydantic inserts in locations
 
 
 def check_paths(job: Job, job_path: str | Path) -> list[str]:
@@ -103,6 +104,12 @@ def check_paths(job: Job, job_path: str | Path) -> list[str]:
     for i, src in enumerate(job.sources):
         if src.type == "folder" and not Path(src.path).is_dir():
             problems.append(f"sources.{i}.path: {src.path}: expected an existing folder of images")
+        if src.type == "url_list" and not src.path.startswith("s3://") and not Path(src.path).is_file():
+            problems.append(f"sources.{i}.path: {src.path}: expected an existing URL list file")
+        if src.type == "webdataset":
+            for j, p in enumerate(src.paths):
+                if not p.startswith("s3://") and not glob.glob(p):
+                    problems.append(f"sources.{i}.paths.{j}: {p}: expected existing tar shard(s)")
     for i, cap in enumerate(job.caption.captioners):
         if looks_local(cap.model) and not Path(cap.model).is_dir():
             problems.append(

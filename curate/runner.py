@@ -22,10 +22,10 @@ from curate.phases.dedup import run_dedup
 from curate.phases.ingest import run_ingest
 from curate.phases.write import run_write
 from curate.report import bucket_counts, write_report
-from curate.sources import plan_units
+from curate.sources import UNITS, plan_units
 from curate.storage import RunDir, read_parquet_dir, write_json_atomic, write_parquet_atomic
 from schemas.job import Job
-from schemas.record import INDEX, PLAN, REJECTS
+from schemas.record import INDEX, INGESTED, REJECTS
 
 
 @dataclass
@@ -75,9 +75,9 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     ray_where = init_ray(address or job.ray.address, job.ray.num_cpus, job.ray.no_progress_timeout_s)
     timings["ray_init"] = time.perf_counter() - t0
     if not resumed:
-        write_parquet_atomic(run.plan, plan_units(job, limit))
+        write_parquet_atomic(run.plan, plan_units(job, run.work, limit))
         write_json_atomic(stamp, {"config_hash": chash, "job": job.model_dump(mode="json")})
-    plan = pq.read_table(run.plan, schema=PLAN)
+    plan = pq.read_table(run.plan, schema=UNITS)
     with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         for name, fn in (("ingest", lambda: run_ingest(job, run, plan, progress)),
@@ -90,7 +90,8 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     t = time.perf_counter()
     index = pq.read_table(run.index, schema=INDEX)
     rejects = read_parquet_dir(run.rejects, REJECTS)
-    counts = account(plan, index, rejects)
+    ingested = read_parquet_dir(run.ingest, INGESTED)
+    counts = account(plan, ingested, index, rejects)
     manifest = {
         "job": job.name, "job_file": str(job_path), "config_hash": chash, "status": "complete",
         "versions": versions(), "ray": ray_where if ray_where == "local" else "cluster",
@@ -99,6 +100,8 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
         "counts": {k: counts[k] for k in ("inputs", "written", "rejected", "failed")}
         | {"is_4k": int(pc.sum(index["is_4k"]).as_py() or 0)},
         "buckets": bucket_counts(index),
+        "transfer": {"bytes_received": int(pc.sum(ingested["received"]).as_py() or 0),
+                     "bytes_avoided": int(pc.sum(ingested["avoided"]).as_py() or 0)},
         "shards": len(set(index["shard"].to_pylist())),
         "outputs": {"index": "index.parquet", "rejects": "rejects/", "report": "report/index.html",
                     "shards": sorted({s.split("/")[0] for s in index["shard"].to_pylist()})},

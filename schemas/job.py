@@ -24,6 +24,14 @@ class RayConfig(Strict):
     no_progress_timeout_s: float = Field(1800, gt=0, description="Fail a phase that makes no progress for this long.")
 
 
+class S3Options(Strict):
+    """Where S3 is (MinIO, R2, Ceph ...). Credentials come only from the environment or an AWS profile."""
+
+    endpoint_url: str | None = Field(None, description="e.g. http://minio:9000; default: AWS_ENDPOINT_URL or AWS.")
+    region: str | None = Field(None, description="default: AWS_REGION / the profile's region.")
+    profile: str | None = Field(None, description="AWS profile name (~/.aws/credentials).")
+
+
 class FolderSource(Strict):
     type: Literal["folder"]
     path: str = Field(description="Folder of images; scanned recursively.")
@@ -31,7 +39,48 @@ class FolderSource(Strict):
     alt_text: Literal["sidecar", "none"] = Field("sidecar", description="'sidecar': read <stem>.txt beside the image as its alt text.")
 
 
-Source = Annotated[FolderSource, Field(discriminator="type")]
+class S3Source(Strict):
+    type: Literal["s3"]
+    prefix: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix; every object below it with an image extension is an input.")
+    extensions: list[str] = Field(["jpg", "jpeg", "png", "webp"], min_length=1)
+    alt_text: Literal["sidecar", "none"] = Field("sidecar", description="'sidecar': the object <stem>.txt beside the image.")
+    s3: S3Options = Field(default_factory=S3Options)
+
+
+class UrlListSource(Strict):
+    type: Literal["url_list"]
+    path: str = Field(description="A URL list: local path or s3://bucket/key (Parquet, CSV, TSV or JSONL).")
+    format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = Field("auto", description="auto: from the file name ending.")
+    url_column: str = Field("URL", description="Column holding the image URL (LAION: URL; DataComp/COYO: url).")
+    caption_column: str | None = Field("TEXT", description="Column holding the alt text (LAION: TEXT); null for none.")
+    s3: S3Options = Field(default_factory=S3Options)
+
+
+class WebdatasetSource(Strict):
+    type: Literal["webdataset"]
+    paths: list[str] = Field(min_length=1, description="Tar shards: local paths or globs, s3://bucket/key.tar, or an s3:// prefix ending in /.")
+    s3: S3Options = Field(default_factory=S3Options)
+
+
+Source = Annotated[FolderSource | S3Source | UrlListSource | WebdatasetSource, Field(discriminator="type")]
+
+
+class FetchConfig(Strict):
+    """HTTP(S) fetching for URL lists: polite, bounded and safe on the open web."""
+
+    concurrency: int = Field(32, ge=1, description="Requests in flight per worker task.")
+    per_host: int = Field(4, ge=1, description="Requests in flight per host per worker task.")
+    connect_timeout_s: float = Field(5, gt=0)
+    read_timeout_s: float = Field(10, gt=0, description="Longest wait for the next bytes of a response.")
+    total_timeout_s: float = Field(60, gt=0, description="Longest time for one request, however slowly the bytes trickle.")
+    retries: int = Field(3, ge=0, description="Retries after a timeout, 429 or 5xx.")
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry.")
+    max_retry_after_s: float = Field(30, ge=0, description="Longest Retry-After honoured; a longer one fails the input (rate_limited).")
+    max_redirects: int = Field(5, ge=0)
+    header_bytes: int = Field(65536, ge=1024, description="Bytes fetched first (ranged GET) to read the header before the full download.")
+    user_agent: str = Field("curate/0.1 (image dataset curation; +https://github.com/curate-data/curate)")
+    respect_opt_out: bool = Field(True, description="Honour X-Robots-Tag: noai / noimageai (reason opted_out).")
+    allow_private_networks: bool = Field(False, description="Allow loopback and private addresses (link-local and cloud metadata addresses stay refused).")
 
 
 class UnitsConfig(Strict):
@@ -114,6 +163,7 @@ class Job(Strict):
     out: str = Field(description="Output folder.")
     ray: RayConfig = Field(default_factory=RayConfig)
     sources: list[Source] = Field(min_length=1)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
     units: UnitsConfig = Field(default_factory=UnitsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)

@@ -14,6 +14,16 @@ class Outcome(StrEnum):
 
 
 class Reason(StrEnum):
+    # ingest: fetching (policy verdicts are rejections; transport trouble is a failure)
+    BAD_SCHEME = "bad_scheme"
+    BLOCKED_ADDRESS = "blocked_address"
+    OPTED_OUT = "opted_out"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    REDIRECT_LOOP = "redirect_loop"
+    FETCH_ERROR = "fetch_error"
     # ingest: bytes and header
     EMPTY_FILE = "empty_file"
     TOO_MANY_BYTES = "too_many_bytes"
@@ -40,4 +50,7 @@ class Reason(StrEnum):
         return Outcome.FAILED if self in _FAILURES else Outcome.REJECTED
 
 
-_FAILURES = {Reason.READ_ERROR, Reason.CAPTION_FAILED, Reason.WORKER_ERROR}
+_FAILURES = {
+    Reason.READ_ERROR, Reason.CAPTION_FAILED, Reason.WORKER_ERROR, Reason.HTTP_ERROR, Reason.TIMEOUT,
+    Reason.RATE_LIMITED, Reason.TOO_MANY_REDIRECTS, Reason.REDIRECT_LOOP, Reason.FETCH_ERROR,
+}

@@ -5,14 +5,6 @@ The index row and the `{key}.json` in the tar carry the same field names (the re
 
 import pyarrow as pa
 
-# One row per planned input (written once per run to _work/plan.parquet).
-PLAN = pa.schema([
-    ("unit", pa.string()),
-    ("key", pa.string()),
-    ("source", pa.string()),
-    ("uri", pa.string()),
-])
-
 # Ingest output for every input, whatever its fate.
 INGESTED = pa.schema([
     ("unit", pa.string()),
@@ -32,6 +24,11 @@ INGESTED = pa.schema([
     ("dhash", pa.uint64()),
     ("aesthetic", pa.float32()),
     ("alt", pa.string()),
+    ("meta", pa.string()),            # source metadata as JSON (e.g. a webdataset sample's json)
+    ("blob", pa.string()),            # staged bytes (run-relative file) when the source is not re-read
+    ("received", pa.int64()),         # bytes transferred from the source
+    ("avoided", pa.int64()),          # bytes not downloaded thanks to the header-first gate
+    ("unit_total", pa.int32()),       # inputs in this unit (known once the unit is expanded)
 ])
 
 # Dedup decision for every staged sample.

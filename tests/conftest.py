@@ -14,6 +14,12 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# S3 credentials of the test S3 server, set before Ray starts so its workers inherit them
+# (as a user sets AWS_* before `curate run`); the endpoint is named in each job.
+from tests.servers.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
+
+os.environ.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1",
+                   "AWS_EC2_METADATA_DISABLED": "true"})
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO / "jobs" / "demo.yaml"
@@ -50,6 +56,14 @@ def ray_cluster():
     import ray
 
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS S3 server process on 127.0.0.1 (credentials enforced)."""
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
 
 
 def demo_overrides(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:

@@ -7,6 +7,7 @@ CPU tasks do all JPEG decoding, so the (GPU) actors only run the model.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,11 +17,11 @@ from PIL import Image
 
 from captioners.hf import build_captioner
 from captioners.postprocess import clean, token_counter
-from curate import sources
 from curate.engine import cluster_cpus, cluster_gpus, commit_by_unit, unit_dataset
 from curate.imaging import decode_working
 from curate.phases.dedup import staged_rows
 from curate.phases.rejects import rejects_from
+from curate.sources import stored_bytes
 from curate.storage import RunDir, write_parquet_atomic
 from schemas.job import CaptionerConfig, Job
 from schemas.reasons import Reason
@@ -36,12 +37,13 @@ def kept_rows(run: RunDir) -> pa.Table:
     return staged.join(keep, "key", join_type="inner").sort_by("key")
 
 
-def prepare_block(batch: pa.Table, side: int, max_bytes: int) -> dict:
+def prepare_block(batch: pa.Table, side: int, job_json: str, root: str) -> dict:
     """Decode and shrink each image to `side` (long side) in a CPU task."""
+    job = Job.model_validate_json(job_json)
     pixels, errors = [], []
-    for uri in batch["uri"].to_pylist():
+    for row in batch.select(["key", "uri", "source", "blob"]).to_pylist():
         try:
-            pixels.append(np.asarray(decode_working(sources.read_bytes(uri, max_bytes), side)))
+            pixels.append(np.asarray(decode_working(stored_bytes(row, job, Path(root)), side)))
             errors.append("")
         except Exception as exc:
             pixels.append(np.zeros((1, 1, 3), np.uint8))
@@ -140,7 +142,7 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     import ray.data
 
     kept = kept_rows(run)
-    all_units = sorted(p.stem for p in run.ingest.glob("*.done"))
+    all_units = sorted(p.name.removesuffix(".done") for p in run.ingest.glob("*.done"))
     pending = [u for u in all_units if not run.is_done(run.done(run.caption, u))]
     counts = dict(zip(*[c.to_pylist() for c in pc.value_counts(kept["unit"]).flatten()])) if kept.num_rows else {}
     for unit in pending:
@@ -152,7 +154,7 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     expected = {u: counts[u] for u in pending}
     side = max(c.image_side for c in job.caption.captioners)
     ds = unit_dataset(kept, pending).map_batches(
-        prepare_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"side": side, "max_bytes": job.ingest.max_bytes}
+        prepare_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root)}
     )
     n = len(job.caption.captioners)
     for i, cfg in enumerate(job.caption.captioners):

@@ -1,17 +1,28 @@
-"""Phase 1, ingest: every planned input -> bytes -> header probe -> resolution gate ->
-one working-size decode -> sha256 + pHash/dHash -> a staged row, or a reject with its reason.
+"""Phase 1, ingest: each work unit's inputs -> first bytes -> magic-byte sniff + header probe ->
+resolution gate -> (only now) the whole content -> one working-size decode -> sha256 +
+pHash/dHash -> a staged row, or a reject with its reason.
 
-Runs as Ray tasks over unit blocks; the driver commits each unit (staged rows + rejects).
+A Ray task ingests a whole unit with bounded async concurrency (HTTP fetches overlap); the
+driver commits each unit (staged rows + rejects) once all its rows are in.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import imaging, sources
-from curate.engine import commit_by_unit, unit_dataset
+from curate import imaging
+from curate.blobs import BlobWriter
+from curate.engine import commit_by_unit
 from curate.phases.rejects import rejects_from
+from curate.sources import expand_unit, read_alt_sidecar
+from curate.sources.base import Input, InputError
+from curate.sources.http import HttpSession
+from curate.sources.netsafety import scrub
 from curate.storage import RunDir, write_parquet_atomic
 from filters.resolution import is_4k, resolution_verdict
 from schemas.job import Job
@@ -21,61 +32,113 @@ from schemas.record import INGESTED, rows_to_table
 STAGED = "staged"
 
 
-def ingest_one(row: dict, job: Job) -> dict:
-    out = dict(row)
-    src = job.sources[int(row["source"].split(":")[1])]
+def base_row(inp: Input, job: Job, unit: dict) -> dict:
+    return {"unit": unit["unit"], "key": inp.key, "source": f"{job.sources[unit['source']].type}:{unit['source']}",
+            "uri": inp.uri, "alt": inp.alt, "meta": json.dumps(inp.meta) if inp.meta else None}
+
+
+async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> dict:
+    row = base_row(inp, job, unit)
+    if inp.error:
+        return {**row, "status": inp.error.reason, "detail": inp.error.detail}
+    reader = inp.reader
     try:
-        data = sources.read_bytes(row["uri"], job.ingest.max_bytes)
-    except sources.TooLarge as exc:
-        return {**out, "status": Reason.TOO_MANY_BYTES, "detail": str(exc)}
-    except OSError as exc:
-        return {**out, "status": Reason.READ_ERROR, "detail": f"{type(exc).__name__}: {exc}"}
-    out["bytes"] = len(data)
-    out["alt"] = sources.read_alt_text(row["uri"], src.alt_text)
+        return {**row, **await _fetch_and_hash(reader, job, inp, blobs, unit["source"])}
+    except (InputError, imaging.ProbeError) as exc:
+        return {**row, "status": exc.reason, "detail": exc.detail, "received": reader.received}
+    finally:
+        await reader.close()
+
+
+async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, source: int) -> dict:
+    head = await reader.head(job.fetch.header_bytes)
+    imaging.sniff(head)
+    whole = reader.size is not None and len(head) >= reader.size
+    data = head if whole else None
     try:
-        head = imaging.probe(data)
-    except imaging.ProbeError as exc:
-        return {**out, "status": exc.reason, "detail": exc.detail}
+        header = imaging.probe(head)
+    except imaging.ProbeError:
+        if whole:
+            raise
+        data = await reader.rest()  # the header lies beyond the first bytes
+        header = imaging.probe(data)
     rule = job.filters.resolution
-    out.update(format=head.format, width=head.width, height=head.height, exif_rotated=head.rotated,
-               is_4k=is_4k(head.width, head.height, rule))
-    if head.width * head.height > job.ingest.max_pixels:
-        return {**out, "status": Reason.DECOMPRESSION_BOMB, "detail": f"{head.width}x{head.height} > max_pixels {job.ingest.max_pixels}"}
-    verdict = resolution_verdict(head.width, head.height, rule)
+    out = {"format": header.format, "width": header.width, "height": header.height, "exif_rotated": header.rotated,
+           "is_4k": is_4k(header.width, header.height, rule), "bytes": reader.size}
+    verdict = None
+    if header.width * header.height > job.ingest.max_pixels:
+        verdict = (Reason.DECOMPRESSION_BOMB, f"{header.width}x{header.height} > max_pixels {job.ingest.max_pixels}")
+    verdict = verdict or resolution_verdict(header.width, header.height, rule)
     if verdict:
-        return {**out, "status": verdict[0], "detail": verdict[1]}
-    try:
-        img = imaging.decode_working(data, job.ingest.working_side)
-    except imaging.ProbeError as exc:
-        return {**out, "status": exc.reason, "detail": exc.detail}
-    out.update(sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img), status=STAGED)
+        avoided = reader.size - reader.received if reader.size is not None and data is None else 0
+        return {**out, "status": verdict[0].value, "detail": verdict[1], "received": reader.received, "avoided": max(avoided, 0)}
+    data = data or await reader.rest()
+    img = imaging.decode_working(data, job.ingest.working_side)
+    if inp.alt is None and inp.alt_uri:
+        out["alt"] = await asyncio.to_thread(read_alt_sidecar, inp.alt_uri, job, source)
+    out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),
+               status=STAGED, received=reader.received, avoided=0)
+    if not reader.rereadable:
+        out["blob"] = blobs.add(inp.key, data)
     return out
 
 
-def ingest_block(batch: pa.Table, job_json: str) -> pa.Table:
+async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
+    """All inputs of one unit, at most `fetch.concurrency` in flight, rows in input order."""
+    session = HttpSession(job.fetch, job.ingest.max_bytes) if job.sources[unit["source"]].type == "url_list" else None
+    blobs = BlobWriter(root, unit["unit"])
+    gate = asyncio.Semaphore(job.fetch.concurrency)
+    tasks: list[asyncio.Task] = []
+
+    async def one(inp: Input) -> dict:
+        try:
+            if session is not None and inp.reader is not None:
+                async with session.host_slot(inp.reader.url), asyncio.timeout(job.fetch.total_timeout_s):
+                    return await ingest_input(inp, job, unit, blobs)
+            return await ingest_input(inp, job, unit, blobs)
+        except TimeoutError:
+            return {**base_row(inp, job, unit), "status": Reason.TIMEOUT.value,
+                    "detail": f"longer than total_timeout_s {job.fetch.total_timeout_s}"}
+        except Exception as exc:  # one input's surprise must not lose the unit
+            return {**base_row(inp, job, unit), "status": Reason.WORKER_ERROR.value, "detail": f"{type(exc).__name__}: {exc}"}
+        finally:
+            gate.release()
+
+    try:
+        for inp in expand_unit(unit, job, session):
+            await gate.acquire()
+            tasks.append(asyncio.create_task(one(inp)))
+        rows = list(await asyncio.gather(*tasks))
+    finally:
+        if session is not None:
+            await session.aclose()
+    blobs.close()
+    for r in rows:
+        r["unit_total"] = len(rows)
+    return rows
+
+
+def ingest_block(batch: pa.Table, job_json: str, root: str) -> pa.Table:
     job = Job.model_validate_json(job_json)
     rows = []
-    for row in batch.to_pylist():
-        try:
-            rows.append(ingest_one(row, job))
-        except Exception as exc:  # one bad input must not lose the others of its unit
-            rows.append({**row, "status": Reason.WORKER_ERROR, "detail": f"{type(exc).__name__}: {exc}"})
+    for unit in batch.to_pylist():
+        rows += asyncio.run(ingest_unit(unit, job, Path(root)))
     for r in rows:
-        r["status"] = str(r["status"])
+        r["detail"] = scrub(r.get("detail"))
     return rows_to_table(rows, INGESTED)
 
 
-def run_ingest(job: Job, run: RunDir, plan: pa.Table, progress) -> dict:
-    """Ingest every unit of `plan` without a done-marker. Returns {"units": n, "inputs": n}."""
-    pending = [u for u in pc.unique(plan["unit"]).to_pylist() if not run.is_done(run.done(run.ingest, u))]
-    expected = {u: n for u, n in zip(*_counts(plan, pending))}
-    total = sum(expected.values())
+def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
+    """Ingest every unit without a done-marker."""
+    import ray.data
+
+    pending = [u for u in units.to_pylist() if not run.is_done(run.done(run.ingest, u["unit"]))]
     if not pending:
-        return {"units": 0, "inputs": 0}
-    ds = unit_dataset(plan, pending).map_batches(
-        ingest_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json()}
+        return {"units": 0}
+    ds = ray.data.from_arrow([pa.Table.from_pylist([u], schema=units.schema) for u in pending]).map_batches(
+        ingest_block, batch_size=1, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json(), "root": str(run.root)}
     )
-    task = progress.add_task("ingest", total=total)
+    task = progress.add_task("ingest", total=None)
 
     def commit(unit: str, rows: pa.Table) -> None:
         write_parquet_atomic(run.ingest / f"{unit}.parquet", rows)
@@ -83,12 +146,8 @@ def run_ingest(job: Job, run: RunDir, plan: pa.Table, progress) -> dict:
         write_parquet_atomic(run.rejects / "ingest" / f"{unit}.parquet", rejects_from(rejected, "ingest"))
         run.mark(run.done(run.ingest, unit))
 
-    commit_by_unit(ds, expected, commit, on_rows=lambda n: progress.advance(task, n))
-    return {"units": len(pending), "inputs": total}
-
-
-def _counts(plan: pa.Table, units: list[str]) -> tuple[list[str], list[int]]:
-    vc = pc.value_counts(plan.filter(pc.is_in(plan["unit"], pa.array(units, pa.string())))["unit"])
-    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
-
-
+    commit_by_unit(ds, None, commit, on_rows=lambda n: progress.advance(task, n))
+    for u in pending:  # units that turned out to hold no input at all (an empty tar)
+        if not run.is_done(run.done(run.ingest, u["unit"])):
+            commit(u["unit"], INGESTED.empty_table())
+    return {"units": len(pending)}

@@ -16,16 +16,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from curate import sources
 from curate.engine import split_by
 from curate.imaging import sha256
 from curate.phases.caption import CAPTIONED_OK
 from curate.phases.dedup import staged_rows
+from curate.sources import stored_bytes
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from schemas.buckets import closest_bucket
 from schemas.job import Job
 from schemas.record import CAPTIONED, DEDUP, INDEX, rows_to_table
 
+WRITE_PLAN = INDEX.append(pa.field("blob", pa.string()))  # the index plus where staged bytes are
 TAR_MTIME = 946684800  # fixed member mtime (2000-01-01) so shard bytes are reproducible
 
 
@@ -50,7 +51,7 @@ def plan_records(job: Job, run: RunDir) -> pa.Table:
             "format": m["format"], "bytes": m["bytes"], "is_4k": m["is_4k"], "ratio": m["height"] / m["width"],
             "bucket": bucket, "bucket_hw": hw, "sha256": m["sha256"], "phash": f"{m['phash']:016x}",
             "aesthetic": m["aesthetic"], "captions": c["captions"], "caption": c["caption"],
-            "caption_tokens": c["caption_tokens"], "dup_cluster": clusters.get(c["key"]),
+            "caption_tokens": c["caption_tokens"], "dup_cluster": clusters.get(c["key"]), "blob": m["blob"],
         })
     records.sort(key=lambda r: (float(r["bucket"]), r["key"]))
     by_bucket: dict[str, int] = {}
@@ -59,7 +60,7 @@ def plan_records(job: Job, run: RunDir) -> pa.Table:
         by_bucket[r["bucket"]] = n + 1
         r["shard"] = f"{shard_folder(job.output.bucket_table)}/{r['bucket']}/{n // job.output.shard_samples:06d}.tar"
         r["member"] = f"{r['key']}.{r['format']}"
-    return rows_to_table(records, INDEX)
+    return rows_to_table(records, WRITE_PLAN)
 
 
 def record_json(row: dict) -> bytes:
@@ -68,21 +69,23 @@ def record_json(row: dict) -> bytes:
     return json.dumps(row, ensure_ascii=False, sort_keys=True).encode()
 
 
-def write_shard(batch: pa.Table, root: str, max_bytes: int) -> pa.Table:
+def write_shard(batch: pa.Table, root: str, job_json: str) -> pa.Table:
     """Write one shard (all rows share `shard`) atomically; an existing shard is kept as is."""
     rel = batch["shard"][0].as_py()
     path = Path(root) / rel
     if path.exists():
         return batch.select(["key"])
+    job = Job.model_validate_json(job_json)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as fh:
         with wds.TarWriter(fh, encoder=False, mtime=TAR_MTIME) as sink:
             for row in batch.to_pylist():
-                data = sources.read_bytes(row["url"], max_bytes)
+                data = stored_bytes({**row, "uri": row["url"]}, job, Path(root))
                 if sha256(data) != row["sha256"]:
                     raise RuntimeError(f"{row['url']} changed since ingest (sha256 differs); re-run with --fresh")
-                sink.write({"__key__": row["key"], row["format"]: data, "txt": row["caption"].encode(), "json": record_json(row)})
+                record = {k: row[k] for k in INDEX.names}
+                sink.write({"__key__": row["key"], row["format"]: data, "txt": row["caption"].encode(), "json": record_json(record)})
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -99,12 +102,12 @@ def run_write(job: Job, run: RunDir) -> dict:
     if shards:
         ds = ray.data.from_arrow(split_by(index, "shard")).map_batches(
             write_shard, batch_size=None, batch_format="pyarrow",
-            fn_kwargs={"root": str(run.root), "max_bytes": job.ingest.max_bytes},
+            fn_kwargs={"root": str(run.root), "job_json": job.model_dump_json()},
         )
         written = sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
         if written != index.num_rows:
             raise RuntimeError(f"wrote {written} samples for {index.num_rows} planned")
-    write_parquet_atomic(run.index, index.sort_by("key"))
+    write_parquet_atomic(run.index, index.select(INDEX.names).sort_by("key"))
     run.mark(run.marker("write"))
     return {"samples": index.num_rows, "shards": len(shards)}
 

@@ -1,0 +1,168 @@
+"""Sources: plan work units on the driver, expand a unit into `Input`s in a worker.
+
+Listable sources (folder, S3 prefix, URL list) are listed once into
+`_work/inputs/sNN.parquet` and cut into slices of `units.size`; a webdataset tar is one unit
+whose inputs are discovered while it is read.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from curate.jobs import JobError
+from curate.sources import s3, wds
+from curate.sources.base import Input, InputError, LocalReader, key_for, local_path
+from curate.sources.http import HttpReader, HttpSession
+from curate.sources.netsafety import redact
+from curate.storage import write_parquet_atomic
+from schemas.job import Job, UrlListSource
+
+INPUTS = pa.schema([("row", pa.int64()), ("uri", pa.string()), ("size", pa.int64()), ("alt", pa.string()), ("alt_uri", pa.string())])
+UNITS = pa.schema([("unit", pa.string()), ("source", pa.int32()), ("kind", pa.string()), ("path", pa.string()),
+                   ("start", pa.int64()), ("stop", pa.int64())])
+
+
+def _with_ext(uris: list[tuple[str, int]], exts: list[str]) -> tuple[list[tuple[str, int]], set[str]]:
+    wanted = {"." + e.lower().lstrip(".") for e in exts}
+    images = [(u, n) for u, n in uris if Path(u).suffix.lower() in wanted and not Path(u).name.startswith(".")]
+    return images, {u for u, _ in uris if u.endswith(".txt")}
+
+
+def list_inputs(job: Job, i: int) -> pa.Table:
+    src = job.sources[i]
+    if src.type == "folder":
+        root = Path(src.path).resolve()
+        files = [(p.as_uri(), 0) for p in root.rglob("*") if p.is_file()]
+        images, texts = _with_ext(files, src.extensions)
+    elif src.type == "s3":
+        images, texts = _with_ext(s3.list_objects(src.prefix, src.s3), src.extensions)
+    else:
+        return read_url_list(src, f"sources.{i}")
+    rows = []
+    for n, (uri, size) in enumerate(sorted(images)):
+        sidecar = uri.rsplit(".", 1)[0] + ".txt"
+        has_sidecar = src.alt_text == "sidecar" and (src.type == "folder" or sidecar in texts)
+        rows.append({"row": n, "uri": uri, "size": size, "alt": None, "alt_uri": sidecar if has_sidecar else None})
+    return pa.Table.from_pylist(rows, schema=INPUTS)
+
+
+def read_url_list(src: UrlListSource, field: str) -> pa.Table:
+    """Any supported list format -> (row, uri, alt). Missing columns are a job error."""
+    fmt = src.format
+    if fmt == "auto":
+        name = src.path.lower().removesuffix(".gz")
+        fmt = next((f for f, ends in (("parquet", ".parquet"), ("csv", ".csv"), ("tsv", ".tsv"), ("jsonl", ".jsonl"), ("jsonl", ".json"))
+                    if name.endswith(ends)), None)
+        if fmt is None:
+            raise JobError(f"{field}.format: cannot tell the format of {src.path} from its name; set format: parquet|csv|tsv|jsonl")
+    data = io.BytesIO(s3.get_bytes(src.path, src.s3)) if src.path.startswith("s3://") else src.path
+    try:
+        if fmt == "parquet":
+            table = pq.read_table(data)
+        elif fmt in ("csv", "tsv"):
+            table = pacsv.read_csv(data, parse_options=pacsv.ParseOptions(delimiter="," if fmt == "csv" else "\t", newlines_in_values=True),
+                                   convert_options=pacsv.ConvertOptions(column_types={src.url_column: pa.string()}))
+        else:
+            table = pajson.read_json(data)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise JobError(f"{field}.path: {src.path}: not a readable {fmt} URL list: {exc}") from None
+    for col, name in ((src.url_column, "url_column"), (src.caption_column, "caption_column")):
+        if col is not None and col not in table.column_names:
+            raise JobError(f"{field}.{name}: column {col!r} not in {src.path} (columns: {', '.join(table.column_names)})")
+    urls = _blank_to_null(table[src.url_column])
+    alts = _blank_to_null(table[src.caption_column]) if src.caption_column else pa.nulls(table.num_rows, pa.string())
+    return pa.table({"row": pa.array(range(table.num_rows), pa.int64()), "uri": urls, "size": pa.nulls(table.num_rows, pa.int64()),
+                     "alt": alts, "alt_uri": pa.nulls(table.num_rows, pa.string())}, schema=INPUTS)
+
+
+def _blank_to_null(column) -> pa.ChunkedArray:
+    """CSV has no null: an empty cell and a missing value read alike in every format."""
+    column = pc.utf8_trim_whitespace(column.cast(pa.string()))
+    return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+
+
+def plan_units(job: Job, work: Path, limit: int | None = None) -> pa.Table:
+    """List every source, store the listings under `work/inputs/`, return the work units."""
+    units, budget = [], limit
+    for i, src in enumerate(job.sources):
+        if src.type == "webdataset":
+            for n, tar in enumerate(wds.list_tars(src)):
+                units.append({"unit": f"s{i:02d}t{n:06d}", "source": i, "kind": "tar", "path": tar, "start": 0, "stop": limit if limit is not None else -1})
+            continue
+        table = list_inputs(job, i)
+        if budget is not None:
+            table = table.slice(0, budget)
+            budget -= table.num_rows
+        path = work / "inputs" / f"s{i:02d}.parquet"
+        write_parquet_atomic(path, table)
+        size = job.units.size
+        for n, start in enumerate(range(0, table.num_rows, size)):
+            units.append({"unit": f"s{i:02d}u{n:06d}", "source": i, "kind": "slice", "path": str(path),
+                          "start": start, "stop": min(start + size, table.num_rows)})
+    return pa.Table.from_pylist(units, schema=UNITS)
+
+
+def expand_unit(unit: dict, job: Job, session: HttpSession | None) -> Iterator[Input]:
+    """The inputs of one work unit, in a stable order."""
+    src = job.sources[unit["source"]]
+    max_bytes = job.ingest.max_bytes
+    if unit["kind"] == "tar":
+        yield from wds.iter_samples(unit["path"], src, max_bytes, None if unit["stop"] < 0 else unit["stop"])
+        return
+    rows = pq.read_table(unit["path"]).slice(unit["start"], unit["stop"] - unit["start"]).to_pylist()
+    for r in rows:
+        if src.type == "url_list":
+            url = (r["uri"] or "").strip()
+            inp = Input(key_for(f"{src.path}#{r['row']}"), redact(url), None, alt=r["alt"])
+            inp.reader = HttpReader(session, url)
+            yield inp
+            continue
+        inp = Input(key_for(r["uri"]), r["uri"], None, alt_uri=r["alt_uri"])
+        try:
+            inp.reader = LocalReader(local_path(r["uri"]), max_bytes) if src.type == "folder" else s3.S3Reader(r["uri"], r["size"], src.s3, max_bytes)
+        except InputError as exc:
+            inp.error = exc
+        except OSError as exc:
+            inp.error = InputError("read_error", f"{type(exc).__name__}: {exc}")
+        yield inp
+
+
+def read_alt_sidecar(uri: str | None, job: Job, source: int) -> str | None:
+    """The text of an alt-text sidecar, or None when absent or unreadable."""
+    if not uri:
+        return None
+    try:
+        if uri.startswith("s3://"):
+            data = s3.get_bytes(uri, job.sources[source].s3)
+        else:
+            data = local_path(uri).read_bytes()
+    except (InputError, OSError):
+        return None
+    return data.decode(errors="replace").strip() or None
+
+
+def reread(uri: str, job: Job, source: int) -> bytes:
+    """Bytes of a re-readable input (folder file or S3 object)."""
+    if uri.startswith("s3://"):
+        return s3.get_bytes(uri, job.sources[source].s3)
+    path = local_path(uri)
+    if path.stat().st_size > job.ingest.max_bytes:
+        raise InputError("too_many_bytes", f"{uri} grew past max_bytes")
+    return path.read_bytes()
+
+
+def stored_bytes(row: dict, job: Job, root: Path) -> bytes:
+    """An ingested input's bytes for later phases: its staged blob, or the source read again."""
+    from curate.blobs import read_blob
+
+    if row.get("blob"):
+        return read_blob(root, row["blob"], row["key"])
+    return reread(row["uri"], job, int(row["source"].split(":")[1]))

@@ -1,0 +1,213 @@
+"""Fetching images over HTTP(S): header first (ranged GET), then the rest only for images that
+pass the gate; bounded concurrency per host, retries with backoff (Retry-After honoured),
+manual redirects re-checked against the address rules at every hop, a byte cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from collections import defaultdict
+from contextlib import asynccontextmanager
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from curate.sources.base import InputError
+from curate.sources.netsafety import Refused, check_url, redact
+from schemas.job import FetchConfig
+
+REDIRECTS = {301, 302, 303, 307, 308}
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class HttpSession:
+    """One per worker task: a connection pool, the concurrency limits and the fetch policy."""
+
+    def __init__(self, cfg: FetchConfig, max_bytes: int):
+        self.cfg, self.max_bytes = cfg, max_bytes
+        timeout = httpx.Timeout(connect=cfg.connect_timeout_s, read=cfg.read_timeout_s, write=cfg.read_timeout_s, pool=None)
+        # trust_env=False: no proxies from the environment, so the address checks mean what they say
+        self.client = httpx.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False,
+                                        headers={"User-Agent": cfg.user_agent, "Accept-Encoding": "identity"}, limits=httpx.Limits(max_connections=cfg.concurrency))
+        self._hosts: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(cfg.per_host))
+
+    @asynccontextmanager
+    async def host_slot(self, url: str):
+        async with self._hosts[urlsplit(url).hostname or ""]:
+            yield
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def open(self, url: str, start: int = 0, end: int | None = None) -> tuple[httpx.Response, str]:
+        """GET `url` (bytes start..end), following redirects safely and retrying transient failures.
+
+        Returns the streaming response (status 200 or 206) and the final URL.
+        """
+        cfg = self.cfg
+        current, visited, hops, attempt = url, {url}, 0, 0
+        headers = {"Range": f"bytes={start}-{'' if end is None else end}"} if (start or end is not None) else {}
+        while True:
+            try:
+                await check_url(current, cfg.allow_private_networks)
+            except Refused as exc:
+                raise InputError(exc.reason, exc.detail if hops == 0 else f"after redirect to {redact(current)}: {exc.detail}") from None
+            try:
+                resp = await self.client.send(self.client.build_request("GET", current, headers=headers), stream=True)
+            except httpx.TimeoutException as exc:
+                attempt = await self._retry_or_raise(attempt, "timeout", f"{type(exc).__name__} from {redact(current)}", None)
+                continue
+            except httpx.TransportError as exc:
+                attempt = await self._retry_or_raise(attempt, "fetch_error", f"{type(exc).__name__}: {exc}", None)
+                continue
+            status = resp.status_code
+            if status in REDIRECTS:
+                await resp.aclose()
+                location = resp.headers.get("location")
+                if not location:
+                    raise InputError("http_error", f"HTTP {status} without Location")
+                nxt = urljoin(current, location)
+                hops += 1
+                if nxt in visited:
+                    raise InputError("redirect_loop", f"redirect loop back to {redact(nxt)} after {hops} hops")
+                if hops > cfg.max_redirects:
+                    raise InputError("too_many_redirects", f"more than {cfg.max_redirects} redirects")
+                visited.add(nxt)
+                current = nxt
+                continue
+            if status == 416 and headers:  # empty or shorter body than the range: ask for all of it
+                await resp.aclose()
+                headers = {}
+                continue
+            if status == 429 or status >= 500:
+                await resp.aclose()
+                attempt = await self._retry_or_raise(attempt, "rate_limited" if status == 429 else "http_error",
+                                                     f"HTTP {status}", resp.headers.get("retry-after"))
+                continue
+            if status in (200, 206):
+                return resp, current
+            await resp.aclose()
+            raise InputError("http_error", f"HTTP {status}")
+
+    async def _retry_or_raise(self, attempt: int, reason: str, detail: str, retry_after: str | None) -> int:
+        cfg = self.cfg
+        if attempt >= cfg.retries:
+            raise InputError(reason, f"{detail} (gave up after {attempt + 1} attempts)")
+        delay = cfg.backoff_s * (2 ** attempt)
+        wait = parse_retry_after(retry_after)
+        if wait is not None:
+            if wait > cfg.max_retry_after_s:
+                raise InputError("rate_limited", f"{detail}: Retry-After {wait:.0f}s > max_retry_after_s {cfg.max_retry_after_s}")
+            delay = max(delay, wait)
+        await asyncio.sleep(delay)
+        return attempt + 1
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def opted_out(headers: httpx.Headers) -> bool:
+    """X-Robots-Tag carrying noai / noimageai (optionally scoped to a user agent: 'bot: noai')."""
+    for value in headers.get_list("x-robots-tag"):
+        tokens = set(re.split(r"[,\s:]+", value.lower()))
+        if tokens & {"noai", "noimageai"}:
+            return True
+    return False
+
+
+async def body_chunks(resp: httpx.Response):
+    """The body's chunks; a stall or a dropped connection becomes the input's reason code."""
+    try:
+        async for chunk in resp.aiter_bytes():
+            yield chunk
+    except httpx.TimeoutException as exc:
+        raise InputError("timeout", f"body stalled: {type(exc).__name__}") from None
+    except httpx.TransportError as exc:
+        raise InputError("fetch_error", f"body interrupted: {type(exc).__name__}: {exc}") from None
+
+
+class HttpReader:
+    """Reads one URL: `head(n)` fetches the first n bytes (ranged GET), `rest()` the whole body.
+
+    When the server ignores the range (200), the same response keeps streaming for `rest()`;
+    otherwise `rest()` asks for the remaining range only.
+    """
+
+    rereadable = False
+
+    def __init__(self, session: HttpSession, url: str):
+        self.session, self.url = session, url
+        self.size: int | None = None
+        self.received = 0
+        self._data = b""
+        self._resp: httpx.Response | None = None
+        self._chunks = None
+        self._complete = False
+
+    async def head(self, n: int) -> bytes:
+        resp, self.url = await self.session.open(self.url, 0, n - 1)
+        self._resp, self._chunks = resp, body_chunks(resp)
+        if self.session.cfg.respect_opt_out and opted_out(resp.headers):
+            raise InputError("opted_out", "X-Robots-Tag: noai/noimageai")
+        if resp.status_code == 206:
+            m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
+            self.size = int(m.group(3)) if m and m.group(3) != "*" else None
+        else:
+            length = resp.headers.get("content-length", "")
+            self.size = int(length) if length.isdigit() else None
+        if self.size is not None and self.size > self.session.max_bytes:
+            raise InputError("too_many_bytes", f"{self.size} bytes > max_bytes {self.session.max_bytes}")
+        self._data = await self._read(until=n)
+        if resp.status_code == 206:  # a range ended; the content is complete only if it was all of it
+            self._complete = self.size is not None and len(self._data) >= self.size
+            await self.close()
+        elif self._complete:
+            await self.close()
+        return self._data
+
+    async def rest(self) -> bytes:
+        if self._complete:
+            return self._data
+        if self._resp is None:  # the head came from a ranged response: fetch the remaining range
+            resp, _ = await self.session.open(self.url, len(self._data))
+            self._resp, self._chunks = resp, body_chunks(resp)
+            if resp.status_code == 200:  # the server sent everything again
+                self._data = b""
+        try:
+            self._data += await self._read(until=None)
+        finally:
+            await self.close()
+        self._complete = True
+        return self._data
+
+    async def _read(self, until: int | None) -> bytes:
+        """Read up to `until` bytes (None: to the end), enforcing the byte cap."""
+        got, have = [], len(self._data)
+        async for chunk in self._chunks:
+            got.append(chunk)
+            self.received += len(chunk)
+            have += len(chunk)
+            if have > self.session.max_bytes:
+                raise InputError("too_many_bytes", f"body passed max_bytes {self.session.max_bytes}")
+            if until is not None and have >= until:
+                return b"".join(got)
+        self._complete = True
+        return b"".join(got)
+
+    async def close(self) -> None:
+        if self._resp is not None:
+            await self._resp.aclose()
+            self._resp, self._chunks = None, None
