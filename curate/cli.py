@@ -76,6 +76,10 @@ def print_summary(manifest: dict, resumed: bool, root: Path) -> None:
     t.add_row("shards", str(manifest["shards"]))
     out.print(t)
     out.print("buckets (h/w: n): " + ", ".join(f"{b}: {n}" for b, n in manifest["buckets"].items()))
+    if manifest.get("ingest"):
+        i = manifest["ingest"]
+        out.print(f"ingest: {i['pixel_decodes']} pixel decodes for {i['inputs_decoded']} decoded inputs; "
+                  f"bytes received {manifest['transfer']['bytes_received']:,}, avoided {manifest['transfer']['bytes_avoided']:,}")
     if manifest.get("timings_s"):
         out.print("time per phase (s): " + ", ".join(f"{k} {v}" for k, v in manifest["timings_s"].items()))
     out.print(f"shards: {root}/{', '.join(manifest['outputs']['shards'])}/  index: {root}/index.parquet  "
@@ -124,10 +128,12 @@ def sample(
 @app.command("tiny-models")
 def tiny_models(folder: Annotated[Path, typer.Argument(help="Where to save the models.")], seed: int = 0):
     """Build tiny random-weight models for trials and tests (their captions are noise)."""
-    from curate.tinymodels import build_tiny_vlm
+    from curate.tinymodels import build_tiny_aesthetic_head, build_tiny_clip, build_tiny_vlm
 
     path = build_tiny_vlm(folder / "tiny-vlm", seed=seed)
-    out.print(f"tiny VLM: {path}")
+    config, ckpt = build_tiny_clip(folder / "tiny-clip", seed=seed)
+    head = build_tiny_aesthetic_head(folder / "tiny-aesthetic-head.pth", seed=seed)
+    out.print(f"tiny VLM: {path}\ntiny CLIP: {config} + {ckpt}\ntiny aesthetic head: {head}")
 
 
 @app.command()

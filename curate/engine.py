@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -56,6 +57,21 @@ def cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0))
+
+
+def actor_resources(name: str, num_cpus: float, num_gpus: float, pools: int) -> tuple[float, float]:
+    """CPUs and GPUs per actor, adjusted so the pipeline cannot deadlock on this cluster.
+
+    Fixed pools that hold every CPU starve the read tasks (Ray Data then hangs), and an actor
+    asking for a GPU on a cluster without one would wait forever: fall back to CPU instead.
+    """
+    if num_gpus > 0 and cluster_gpus() == 0:
+        warnings.warn(f"{name}: num_gpus={num_gpus} but the cluster has no GPU; running on CPU", stacklevel=2)
+        num_gpus = 0
+    spare = cluster_cpus() - 1  # one CPU stays free for the tasks that feed the actors
+    if num_cpus * pools > spare:
+        num_cpus = max(spare, 0.25) / pools
+    return num_cpus, num_gpus
 
 
 def split_by(table: pa.Table, column: str) -> list[pa.Table]:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from filters.quality import jpeg_quality
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 ORIENTATION_TAG = 0x0112
@@ -22,6 +24,25 @@ _SWAPS_AXES = {5, 6, 7, 8}
 
 # Pillow's own bomb check would raise inside open(); we apply the job's limit ourselves.
 Image.MAX_IMAGE_PIXELS = None
+
+
+_DECODES = [0]
+_pillow_load = ImageFile.ImageFile.load
+
+
+def _counting_load(image: ImageFile.ImageFile):
+    """Pillow's load, counting real pixel decodes (a load with tiles left to decode)."""
+    if image.tile:
+        _DECODES[0] += 1
+    return _pillow_load(image)
+
+
+ImageFile.ImageFile.load = _counting_load
+
+
+def decode_count() -> int:
+    """Pixel decodes so far in this process (ingest reports the count per input)."""
+    return _DECODES[0]
 
 
 class ProbeError(Exception):
@@ -36,6 +57,7 @@ class Header:
     width: int           # displayed, after EXIF orientation
     height: int
     orientation: int     # EXIF orientation tag, 1 when absent
+    jpeg_quality: int | None = None
 
     @property
     def rotated(self) -> bool:
@@ -69,6 +91,7 @@ def probe(data: bytes) -> Header:
             fmt = img.format
             w, h = img.size
             orientation = _orientation(img)
+            quality = jpeg_quality(getattr(img, "quantization", None)) if fmt == "JPEG" else None
     except UnidentifiedImageError:
         raise ProbeError("not_an_image", f"unrecognised bytes starting {data[:8]!r}") from None
     except Exception as exc:  # corrupt headers raise many types inside Pillow's plugins
@@ -77,15 +100,24 @@ def probe(data: bytes) -> Header:
         raise ProbeError("unsupported_format", f"format {fmt}")
     if orientation in _SWAPS_AXES:
         w, h = h, w
-    return Header(FORMATS[fmt], w, h, orientation)
+    return Header(FORMATS[fmt], w, h, orientation, quality)
 
 
 def _orientation(img: Image.Image) -> int:
+    """EXIF orientation from the EXIF block read with the header.
+
+    Not `img.getexif()`: for PNG that decodes the whole image looking for a trailing chunk.
+    """
+    raw = img.info.get("exif")
+    if not raw:
+        return 1
     try:
-        value = img.getexif().get(ORIENTATION_TAG, 1)
-        return int(value) if int(value) in range(1, 9) else 1
+        exif = Image.Exif()
+        exif.load(raw)
+        value = int(exif.get(ORIENTATION_TAG, 1))
     except Exception:
         return 1
+    return value if value in range(1, 9) else 1
 
 
 def decode_working(data: bytes, side: int) -> Image.Image:

@@ -116,6 +116,16 @@ def check_paths(job: Job, job_path: str | Path) -> list[str]:
                 f"caption.captioners.{i}.model: {cap.model}: expected a model folder "
                 "(config.json + weights); `curate tiny-models DIR` builds a tiny one for trials"
             )
+    aes = job.filters.aesthetics
+    if aes.enabled:
+        if not Path(aes.head).is_file():
+            problems.append(f"filters.aesthetics.head: {aes.head}: expected the aesthetic head weights file "
+                            "(e.g. sac+logos+ava1-l14-linearMSE.pth)")
+        if aes.clip_pretrained and _path_like(aes.clip_pretrained) and not Path(aes.clip_pretrained).is_file():
+            problems.append(f"filters.aesthetics.clip_pretrained: {aes.clip_pretrained}: expected a checkpoint file "
+                            "(or an open_clip pretrained tag such as 'openai')")
+        if aes.clip_config and not Path(aes.clip_config).exists():
+            problems.append(f"filters.aesthetics.clip_config: {aes.clip_config}: expected a model config JSON file or folder")
     if job.caption.tokenizer and looks_local(job.caption.tokenizer) and not Path(job.caption.tokenizer).exists():
         problems.append(f"caption.tokenizer: {job.caption.tokenizer}: expected an existing tokenizer folder")
     return [f"{job_path}: {p}" for p in problems]
@@ -126,6 +136,10 @@ def looks_local(name: str) -> bool:
     if Path(name).exists() or name.startswith(("/", "./", "../", "~")):
         return True
     return name.count("/") != 1
+
+
+def _path_like(name: str) -> bool:
+    return "/" in name or name.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
 def config_hash(job: Job) -> str:

@@ -100,6 +100,8 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
         "counts": {k: counts[k] for k in ("inputs", "written", "rejected", "failed")}
         | {"is_4k": int(pc.sum(index["is_4k"]).as_py() or 0)},
         "buckets": bucket_counts(index),
+        "ingest": {"pixel_decodes": int(pc.sum(ingested["decodes"]).as_py() or 0),
+                   "inputs_decoded": int(pc.sum(pc.greater(pc.fill_null(ingested["decodes"], 0), 0)).as_py() or 0)},
         "transfer": {"bytes_received": int(pc.sum(ingested["received"]).as_py() or 0),
                      "bytes_avoided": int(pc.sum(ingested["avoided"]).as_py() or 0)},
         "shards": len(set(index["shard"].to_pylist())),

@@ -69,3 +69,45 @@ def build_tiny_vlm(out: str | Path, seed: int = 0, image_size: int = 64) -> Path
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def build_tiny_clip(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """An open_clip model config `tiny-clip.json` and a random checkpoint for it."""
+    import json
+
+    import open_clip
+    import torch
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(str(config))
+    torch.manual_seed(seed)
+    model = open_clip.create_model("tiny-clip")
+    ckpt = out / "tiny-clip.pt"
+    torch.save(model.state_dict(), ckpt)
+    return config, ckpt
+
+
+def build_tiny_aesthetic_head(out: str | Path, dim: int = 32, seed: int = 0) -> Path:
+    """A random head with the improved aesthetic predictor's published key names."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    layers = nn.Sequential(nn.Linear(dim, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
+                           nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
+    state = {f"layers.{k}": v for k, v in layers.state_dict().items()}
+    state["layers.7.bias"] = state["layers.7.bias"] + 5.0  # centre scores on the AVA scale's middle
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    return out

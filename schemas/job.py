@@ -105,8 +105,44 @@ class IngestConfig(Strict):
     max_pixels: int = Field(256 * 2**20, ge=1, description="Decompression-bomb guard: headers claiming more pixels are rejected undecoded.")
 
 
+class QualityConfig(Strict):
+    """Weight-free signals are always recorded; each gate is off (null) unless set."""
+
+    max_flatness_for_blank: float | None = Field(None, ge=0, description="Reject as blank when the grey std is at most this (e.g. 2).")
+    min_sharpness: float | None = Field(None, ge=0, description="Laplacian variance at working size.")
+    max_overexposed: float | None = Field(None, ge=0, le=1, description="Fraction of pixels with grey > 245.")
+    max_underexposed: float | None = Field(None, ge=0, le=1, description="Fraction of pixels with grey < 10.")
+    min_colourfulness: float | None = Field(None, ge=0, description="Hasler-Suesstrunk M (0 for greys).")
+    max_letterbox: float | None = Field(None, ge=0, le=1, description="Fraction of the image in uniform edge bands.")
+    min_jpeg_quality: int | None = Field(None, ge=1, le=100, description="Estimated IJG quality of JPEG inputs.")
+
+
+class AestheticsConfig(Strict):
+    """CLIP image embedding (open_clip) + a LAION aesthetic predictor head, in a batched actor."""
+
+    enabled: bool = False
+    clip_model: str = Field("ViT-L-14", description="open_clip architecture name.")
+    clip_pretrained: str | None = Field("openai", description="open_clip pretrained tag, or a checkpoint file path.")
+    clip_config: str | None = Field(None, description="A model config JSON (file or folder) for architectures open_clip does not ship.")
+    head: str | None = Field(None, description="Aesthetic head weights: the improved predictor's MLP (layers.N.*) or a v1 linear head.")
+    min_aesthetic: float | None = Field(None, description="Reject below this score (reason low_aesthetic); common cut-offs 5.0-6.5.")
+    keep_embeddings: bool = Field(False, description="Keep the L2-normalised image embeddings for later stages.")
+    batch_size: int = Field(64, ge=1)
+    concurrency: int = Field(1, ge=1)
+    num_gpus: float = Field(0, ge=0)
+    num_cpus: float = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _head_when_enabled(self) -> AestheticsConfig:
+        if self.enabled and not self.head:
+            raise ValueError("head: required when aesthetics are enabled (path to the aesthetic head weights)")
+        return self
+
+
 class FiltersConfig(Strict):
     resolution: ResolutionConfig = Field(default_factory=ResolutionConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    aesthetics: AestheticsConfig = Field(default_factory=AestheticsConfig)
 
 
 class DedupConfig(Strict):

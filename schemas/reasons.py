@@ -35,6 +35,15 @@ class Reason(StrEnum):
     TOO_SMALL = "too_small"
     TOO_FEW_PIXELS = "too_few_pixels"
     EXTREME_ASPECT = "extreme_aspect"
+    # ingest: quality and aesthetics
+    BLANK = "blank"
+    BLURRY = "blurry"
+    OVEREXPOSED = "overexposed"
+    UNDEREXPOSED = "underexposed"
+    LOW_COLOURFULNESS = "low_colourfulness"
+    LETTERBOXED = "letterboxed"
+    LOW_JPEG_QUALITY = "low_jpeg_quality"
+    LOW_AESTHETIC = "low_aesthetic"
     # dedup
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"

@@ -5,6 +5,12 @@ The index row and the `{key}.json` in the tar carry the same field names (the re
 
 import pyarrow as pa
 
+QUALITY = pa.struct([
+    ("sharpness", pa.float32()), ("brightness", pa.float32()), ("overexposed", pa.float32()),
+    ("underexposed", pa.float32()), ("colourfulness", pa.float32()), ("flatness", pa.float32()),
+    ("letterbox", pa.float32()), ("jpeg_quality", pa.int16()),
+])
+
 # Ingest output for every input, whatever its fate.
 INGESTED = pa.schema([
     ("unit", pa.string()),
@@ -23,6 +29,9 @@ INGESTED = pa.schema([
     ("phash", pa.uint64()),
     ("dhash", pa.uint64()),
     ("aesthetic", pa.float32()),
+    ("quality", QUALITY),
+    ("embedding", pa.list_(pa.float32())),  # L2-normalised CLIP image embedding, when kept
+    ("decodes", pa.int8()),           # pixel decodes this input cost in ingest (1 when it was decoded)
     ("alt", pa.string()),
     ("meta", pa.string()),            # source metadata as JSON (e.g. a webdataset sample's json)
     ("blob", pa.string()),            # staged bytes (run-relative file) when the source is not re-read
@@ -69,6 +78,7 @@ INDEX = pa.schema([
     ("sha256", pa.string()),
     ("phash", pa.string()),           # 16 hex digits
     ("aesthetic", pa.float32()),
+    ("quality", QUALITY),
     ("captions", pa.map_(pa.string(), pa.string())),
     ("caption", pa.string()),
     ("caption_tokens", pa.int32()),

@@ -41,10 +41,24 @@ def truth(corpus) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_vlm(tmp_path_factory) -> Path:
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(models_dir) -> Path:
     from curate.tinymodels import build_tiny_vlm
 
-    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm")
+    return build_tiny_vlm(models_dir / "tiny-vlm")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(models_dir) -> dict[str, Path]:
+    """A tiny open_clip model (config + checkpoint) and a random aesthetic head with the published keys."""
+    from curate.tinymodels import build_tiny_aesthetic_head, build_tiny_clip
+
+    config, ckpt = build_tiny_clip(models_dir / "tiny-clip")
+    return {"config": config, "ckpt": ckpt, "head": build_tiny_aesthetic_head(models_dir / "tiny-aesthetic-head.pth")}
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +81,11 @@ def s3_server(tmp_path_factory):
 
 
 def demo_overrides(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:
-    return [f"sources.0.path={corpus}", f"caption.captioners.0.model={tiny_vlm}", f"out={out}"]
+    models = tiny_vlm.parent
+    return [f"sources.0.path={corpus}", f"caption.captioners.0.model={tiny_vlm}", f"out={out}",
+            f"filters.aesthetics.clip_config={models / 'tiny-clip/tiny-clip.json'}",
+            f"filters.aesthetics.clip_pretrained={models / 'tiny-clip/tiny-clip.pt'}",
+            f"filters.aesthetics.head={models / 'tiny-aesthetic-head.pth'}"]
 
 
 def set_args(overrides: list[str]) -> list[str]:
@@ -76,7 +94,7 @@ def set_args(overrides: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def demo_run(corpus, tiny_vlm, ray_cluster, tmp_path_factory):
+def demo_run(corpus, tiny_vlm, tiny_clip, ray_cluster, tmp_path_factory):
     """The demo job run once, in process, on the test corpus."""
     from curate.jobs import load_job
     from curate.runner import run_job

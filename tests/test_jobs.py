@@ -75,13 +75,12 @@ def test_set_overrides_and_their_errors(tmp_path):
     assert res.returncode == 2 and "nonsense: unknown field" in res.stderr
 
 
-def test_shipped_jobs_validate(tmp_path, corpus, tiny_vlm):
+def test_shipped_jobs_validate(tmp_path, corpus, tiny_vlm, tiny_clip, models_dir):
     assert cli("validate", str(REPO / "jobs/4k_subset.yaml")).returncode == 0
     assert cli("validate", str(REPO / "jobs/1k_full.yaml")).returncode == 0
     # demo.yaml names paths relative to the working folder, as `make demo` lays them out
-    (tmp_path / ".demo/models").mkdir(parents=True)
     shutil.copytree(corpus, tmp_path / ".demo/sample")
-    shutil.copytree(tiny_vlm, tmp_path / ".demo/models/tiny-vlm")
+    shutil.copytree(models_dir, tmp_path / ".demo/models")
     res = cli("validate", str(DEMO_JOB), "--strict", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
 

@@ -123,3 +123,14 @@ def test_report_and_manifest_exist(out, demo_run):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["config_hash"]
     assert set(manifest["timings_s"]) >= {"ingest", "dedup", "caption", "write"}
+
+
+def test_ingest_decodes_each_image_once_and_scores_it(demo_run, index, truth):
+    ingest = demo_run.manifest["ingest"]
+    passed_gate = sum(1 for e in truth.values() if e["expect"] in ("written", "dup", "rejected:decode_error"))
+    assert ingest["inputs_decoded"] == passed_gate
+    assert ingest["pixel_decodes"] == ingest["inputs_decoded"], "an image was decoded more than once in ingest"
+    for row in index.values():
+        assert row["aesthetic"] is not None
+        assert row["quality"]["sharpness"] > 0 and 0 <= row["quality"]["letterbox"] <= 1
+        assert (row["quality"]["jpeg_quality"] is not None) == (row["format"] == "jpg")

@@ -6,7 +6,6 @@ CPU tasks do all JPEG decoding, so the (GPU) actors only run the model.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image
 
 from captioners.hf import build_captioner
 from captioners.postprocess import clean, token_counter
-from curate.engine import cluster_cpus, cluster_gpus, commit_by_unit, unit_dataset
+from curate.engine import actor_resources, commit_by_unit, unit_dataset
 from curate.imaging import decode_working
 from curate.phases.dedup import staged_rows
 from curate.phases.rejects import rejects_from
@@ -33,8 +32,8 @@ CAPTIONED_OK = "captioned"
 def kept_rows(run: RunDir) -> pa.Table:
     staged = staged_rows(run)
     decisions = pq.read_table(run.dedup, schema=DEDUP)
-    keep = decisions.filter(decisions["keep"]).select(["key"])
-    return staged.join(keep, "key", join_type="inner").sort_by("key")
+    keep = decisions.filter(decisions["keep"])["key"]
+    return staged.filter(pc.is_in(staged["key"], keep)).sort_by("key")
 
 
 def prepare_block(batch: pa.Table, side: int, job_json: str, root: str) -> dict:
@@ -121,23 +120,6 @@ def finalize_block(batch: dict, job_json: str) -> pa.Table:
     return rows_to_table(rows, CAPTIONED)
 
 
-def actor_resources(cfg: CaptionerConfig, n_captioners: int) -> tuple[float, float]:
-    """CPUs and GPUs per actor, adjusted so the pipeline cannot deadlock on this cluster.
-
-    Fixed pools that hold every CPU starve the read tasks (Ray Data then hangs), and an actor
-    asking for a GPU on a cluster without one would wait forever: fall back to CPU instead.
-    """
-    num_gpus = cfg.num_gpus
-    if num_gpus > 0 and cluster_gpus() == 0:
-        warnings.warn(f"captioner {cfg.name!r}: num_gpus={cfg.num_gpus} but the cluster has no GPU; running on CPU", stacklevel=2)
-        num_gpus = 0
-    num_cpus = cfg.num_cpus
-    spare = cluster_cpus() - 1  # one CPU stays free for the decode tasks
-    if num_cpus * n_captioners > spare:
-        num_cpus = max(spare, 0.25) / n_captioners
-    return num_cpus, num_gpus
-
-
 def run_caption(job: Job, run: RunDir, progress) -> dict:
     import ray.data
 
@@ -158,7 +140,7 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     )
     n = len(job.caption.captioners)
     for i, cfg in enumerate(job.caption.captioners):
-        num_cpus, num_gpus = actor_resources(cfg, n)
+        num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, n)
         ds = ds.map_batches(
             CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": i == n - 1},
             batch_size=cfg.batch_size, batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,

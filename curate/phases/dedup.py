@@ -29,7 +29,8 @@ def run_dedup(job: Job, run: RunDir) -> dict:
     table = rows_to_table([d.__dict__ for d in decisions], DEDUP)
     write_parquet_atomic(run.dedup, table)
     dropped_keys = table.filter(pc.invert(table["keep"]))
-    dropped = staged.join(dropped_keys.select(["key", "reason", "dup_cluster", "near_duplicate_of"]), "key", join_type="inner")
+    dropped = staged.select(["unit", "key", "source", "uri"]).join(
+        dropped_keys.select(["key", "reason", "dup_cluster", "near_duplicate_of"]), "key", join_type="inner")
     write_parquet_atomic(run.rejects / "dedup.parquet", rejects_from(dropped.sort_by("key"), "dedup", reason_column="reason"))
     run.mark(run.marker("dedup"))
     return {"staged": staged.num_rows, "dropped": dropped.num_rows}

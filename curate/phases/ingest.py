@@ -17,13 +17,15 @@ import pyarrow.compute as pc
 
 from curate import imaging
 from curate.blobs import BlobWriter
-from curate.engine import commit_by_unit
+from curate.engine import actor_resources, commit_by_unit
+from curate.phases.embed import EmbedActor
 from curate.phases.rejects import rejects_from
 from curate.sources import expand_unit, read_alt_sidecar
 from curate.sources.base import Input, InputError
 from curate.sources.http import HttpSession
 from curate.sources.netsafety import scrub
 from curate.storage import RunDir, write_parquet_atomic
+from filters.quality import quality_verdict, signals
 from filters.resolution import is_4k, resolution_verdict
 from schemas.job import Job
 from schemas.reasons import Reason
@@ -51,7 +53,10 @@ async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> d
 
 
 async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, source: int) -> dict:
+    """Each stretch between awaits is synchronous, so the decode counter's change over it
+    belongs to this input alone."""
     head = await reader.head(job.fetch.header_bytes)
+    before = imaging.decode_count()
     imaging.sniff(head)
     whole = reader.size is not None and len(head) >= reader.size
     data = head if whole else None
@@ -60,7 +65,9 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
     except imaging.ProbeError:
         if whole:
             raise
+        decodes = imaging.decode_count() - before
         data = await reader.rest()  # the header lies beyond the first bytes
+        before = imaging.decode_count() - decodes
         header = imaging.probe(data)
     rule = job.filters.resolution
     out = {"format": header.format, "width": header.width, "height": header.height, "exif_rotated": header.rotated,
@@ -71,13 +78,30 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
     verdict = verdict or resolution_verdict(header.width, header.height, rule)
     if verdict:
         avoided = reader.size - reader.received if reader.size is not None and data is None else 0
-        return {**out, "status": verdict[0].value, "detail": verdict[1], "received": reader.received, "avoided": max(avoided, 0)}
-    data = data or await reader.rest()
-    img = imaging.decode_working(data, job.ingest.working_side)
+        return {**out, "status": verdict[0].value, "detail": verdict[1], "received": reader.received,
+                "avoided": max(avoided, 0), "decodes": imaging.decode_count() - before}
+    if data is None:
+        decodes = imaging.decode_count() - before
+        data = await reader.rest()
+        before = imaging.decode_count() - decodes
+    # from here to the end: one decode, shared by hashing, quality and (as pixels) the embedding actor
+    try:
+        img = imaging.decode_working(data, job.ingest.working_side)
+    except imaging.ProbeError as exc:
+        return {**out, "status": exc.reason, "detail": exc.detail, "received": reader.received,
+                "decodes": imaging.decode_count() - before}
+    quality = {**signals(img), "jpeg_quality": header.jpeg_quality}
+    out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),
+               quality=quality, status=STAGED, received=reader.received, avoided=0)
+    if job.filters.aesthetics.enabled:
+        out.update(pixels=img.tobytes(), pixels_shape=[img.height, img.width])
+    out["decodes"] = imaging.decode_count() - before
+    verdict = quality_verdict(quality, job.filters.quality)
+    if verdict:
+        out.update(status=verdict[0].value, detail=verdict[1], pixels=None)
+        return out
     if inp.alt is None and inp.alt_uri:
         out["alt"] = await asyncio.to_thread(read_alt_sidecar, inp.alt_uri, job, source)
-    out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),
-               status=STAGED, received=reader.received, avoided=0)
     if not reader.rereadable:
         out["blob"] = blobs.add(inp.key, data)
     return out
@@ -118,6 +142,9 @@ async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
     return rows
 
 
+WITH_PIXELS = INGESTED.append(pa.field("pixels", pa.binary())).append(pa.field("pixels_shape", pa.list_(pa.int32())))
+
+
 def ingest_block(batch: pa.Table, job_json: str, root: str) -> pa.Table:
     job = Job.model_validate_json(job_json)
     rows = []
@@ -125,7 +152,8 @@ def ingest_block(batch: pa.Table, job_json: str, root: str) -> pa.Table:
         rows += asyncio.run(ingest_unit(unit, job, Path(root)))
     for r in rows:
         r["detail"] = scrub(r.get("detail"))
-    return rows_to_table(rows, INGESTED)
+    # working-size pixels travel on to the embedding actor (no second decode) when it runs
+    return rows_to_table(rows, WITH_PIXELS if job.filters.aesthetics.enabled else INGESTED)
 
 
 def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
@@ -138,6 +166,12 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
     ds = ray.data.from_arrow([pa.Table.from_pylist([u], schema=units.schema) for u in pending]).map_batches(
         ingest_block, batch_size=1, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json(), "root": str(run.root)}
     )
+    aes = job.filters.aesthetics
+    if aes.enabled:
+        num_cpus, num_gpus = actor_resources("aesthetics", aes.num_cpus, aes.num_gpus, 1)
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"cfg_json": aes.model_dump_json()}, batch_size=aes.batch_size,
+                            batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=aes.concurrency))
     task = progress.add_task("ingest", total=None)
 
     def commit(unit: str, rows: pa.Table) -> None:

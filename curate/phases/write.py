@@ -50,7 +50,7 @@ def plan_records(job: Job, run: RunDir) -> pa.Table:
             "key": c["key"], "source": m["source"], "url": m["uri"], "width": m["width"], "height": m["height"],
             "format": m["format"], "bytes": m["bytes"], "is_4k": m["is_4k"], "ratio": m["height"] / m["width"],
             "bucket": bucket, "bucket_hw": hw, "sha256": m["sha256"], "phash": f"{m['phash']:016x}",
-            "aesthetic": m["aesthetic"], "captions": c["captions"], "caption": c["caption"],
+            "aesthetic": m["aesthetic"], "quality": m["quality"], "captions": c["captions"], "caption": c["caption"],
             "caption_tokens": c["caption_tokens"], "dup_cluster": clusters.get(c["key"]), "blob": m["blob"],
         })
     records.sort(key=lambda r: (float(r["bucket"]), r["key"]))
