@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["ingest"]
+BENCHES = ["ingest", "dedup"]
 
 
 def main(names: list[str]) -> None:

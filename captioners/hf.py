@@ -89,9 +89,3 @@ class TransformersCaptioner:
 
     def caption(self, images: list[Image.Image], metas: list[dict]) -> list[CaptionResult]:
         return split_on_failure(self._generate, images)
-
-
-def build_captioner(cfg: CaptionerConfig):
-    if cfg.backend == "transformers":
-        return TransformersCaptioner(cfg)
-    raise ValueError(f"unknown captioner backend {cfg.backend!r}")

@@ -111,11 +111,14 @@ def check_paths(job: Job, job_path: str | Path) -> list[str]:
                 if not p.startswith("s3://") and not glob.glob(p):
                     problems.append(f"sources.{i}.paths.{j}: {p}: expected existing tar shard(s)")
     for i, cap in enumerate(job.caption.captioners):
-        if looks_local(cap.model) and not Path(cap.model).is_dir():
+        if cap.backend != "openai" and looks_local(cap.model) and not Path(cap.model).is_dir():
             problems.append(
                 f"caption.captioners.{i}.model: {cap.model}: expected a model folder "
                 "(config.json + weights); `curate tiny-models DIR` builds a tiny one for trials"
             )
+    for i, prior in enumerate(job.dedup.against):
+        if not Path(prior).is_file() and not (Path(prior) / "hashes.parquet").is_file():
+            problems.append(f"dedup.against.{i}: {prior}: expected an earlier run's folder (with hashes.parquet) or a hashes.parquet file")
     aes = job.filters.aesthetics
     if aes.enabled:
         if not Path(aes.head).is_file():

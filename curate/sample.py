@@ -37,16 +37,22 @@ class Entry:
     extra: dict = field(default_factory=dict)
 
 
-def render(rng: np.random.Generator, width: int, height: int, words: str | None = None) -> tuple[Image.Image, str]:
-    """A distinct picture: gradient + low-frequency texture + shapes (+ text). Returns it and an alt text."""
+def render(rng: np.random.Generator, width: int, height: int, words: str | None = None,
+           layout: np.random.Generator | None = None) -> tuple[Image.Image, str]:
+    """A distinct picture: gradient + low-frequency texture + shapes (+ text). Returns it and an alt text.
+
+    `layout` (default: `rng`) draws the background; two pictures sharing it look alike but
+    for their shapes.
+    """
     names = list(COLOURS)
-    c1, c2 = (np.array(COLOURS[n], dtype=np.float32) for n in rng.choice(names, 2, replace=False))
-    angle = rng.uniform(0, 2 * np.pi)
+    layout = layout or rng
+    c1, c2 = (np.array(COLOURS[n], dtype=np.float32) for n in layout.choice(names, 2, replace=False))
+    angle = layout.uniform(0, 2 * np.pi)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     t = (xs / width * np.cos(angle) + ys / height * np.sin(angle))
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     base = c1[None, None, :] * (1 - t[..., None]) + c2[None, None, :] * t[..., None]
-    coarse = Image.fromarray((rng.random((6, 6)) * 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
+    coarse = Image.fromarray((layout.random((6, 6)) * 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
     base += (np.asarray(coarse, dtype=np.float32)[..., None] - 128) * 0.6
     base += rng.normal(0, 6, (height, width, 1)).astype(np.float32)
     img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
@@ -146,6 +152,12 @@ def make_corpus(out: str | Path, n: int = 12, seed: int = 0) -> list[Entry]:
         c.save(crop, Entry(f"{group}_crop.jpg", "near_dup", "dup", crop.width, crop.height, group=group), alt=alt)
         bright = ImageEnhance.Brightness(img).enhance(1.12)
         c.save(bright, Entry(f"{group}_bright.jpg", "near_dup", "dup", 2400, 1600, group=group), alt=alt)
+    # look-alikes: same background and layout, different shapes: distinct images, kept apart
+    for g in range(2):
+        seed = int(c.rng.integers(0, 2**31))
+        for v in "ab":
+            img, alt = render(c.rng, 1600, 1200, layout=np.random.default_rng(seed))
+            c.save(img, Entry(f"look{g}_{v}.jpg", "lookalike", ok, 1600, 1200), alt=alt)
     # exact duplicates: identical bytes under two other names
     first = c.entries[0]
     data = (out / first.name).read_bytes()

@@ -145,16 +145,40 @@ class FiltersConfig(Strict):
     aesthetics: AestheticsConfig = Field(default_factory=AestheticsConfig)
 
 
+class SemanticDedupConfig(Strict):
+    enabled: bool = False
+    threshold: float = Field(0.95, gt=0, le=1, description="CLIP cosine similarity at or above which two images are duplicates.")
+    partitions: int | None = Field(None, ge=1, description="k-means partitions (default sqrt(n)); pairs are compared within them.")
+
+
 class DedupConfig(Strict):
     exact: bool = Field(True, description="Drop byte-identical inputs (sha256).")
     near: bool = Field(True, description="Drop near-duplicates by 64-bit pHash Hamming distance.")
-    max_distance: int = Field(10, ge=0, le=32, description="pHash Hamming distance k at or below which two images are near-duplicates.")
+    max_distance: int = Field(10, ge=0, le=32, description="pHash Hamming distance k at or below which two images are near-duplicates. "
+                              "Search cost grows steeply with k: beyond a few million images keep k <= 6.")
+    engine: Literal["auto", "local", "ray"] = Field("auto", description="local: vectorised in the driver; ray: band grouping as a Ray Data shuffle; auto: by size.")
+    local_max: int = Field(20_000_000, ge=1, description="auto uses the local engine up to this many hashes.")
+    against: list[str] = Field(default_factory=list, description="Earlier runs (folders or their hashes.parquet): inputs duplicating them are dropped.")
+    semantic: SemanticDedupConfig = Field(default_factory=SemanticDedupConfig)
+
+
+class ApiConfig(Strict):
+    """For backend openai: an OpenAI-compatible chat-completions endpoint."""
+
+    base_url: str | None = Field(None, description="e.g. http://vllm-server:8000/v1")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never the key itself).")
+    concurrency: int = Field(8, ge=1, description="Requests in flight per actor.")
+    timeout_s: float = Field(120, gt=0, description="Per request.")
+    retries: int = Field(3, ge=0, description="After timeouts, 429 and 5xx, with doubling backoff.")
+    backoff_s: float = Field(1.0, ge=0)
+    image_format: Literal["png", "jpeg"] = Field("png", description="How images travel (png: lossless; jpeg: smaller).")
 
 
 class CaptionerConfig(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Stored as captions.<name>.")
-    backend: Literal["transformers"] = "transformers"
-    model: str = Field(description="Hugging Face repo id or local folder of an image-text-to-text model.")
+    backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="vllm needs the vllm extra; openai calls `api.base_url`.")
+    model: str = Field(description="Hugging Face repo id or local folder (transformers, vllm); the served model name (openai).")
+    api: ApiConfig = Field(default_factory=ApiConfig)
     prompt: str = SHARE_CAPTIONER_PROMPT
     preset: Literal["share-captioner", "greedy"] = Field("share-captioner", description="Generation defaults; `generation` overrides single settings.")
     generation: dict[str, float | int | bool] = Field(default_factory=dict, description="Overrides, e.g. {max_new_tokens: 300, num_beams: 1}.")
@@ -180,6 +204,10 @@ class CaptionConfig(Strict):
             raise ValueError(f"captioner names must be unique, got {names}")
         if self.use is not None and self.use not in names:
             raise ValueError(f"use: {self.use!r} is not one of the captioners {names}")
+        chosen = next(c for c in self.captioners if c.name == self.chosen)
+        if chosen.backend == "openai" and not self.tokenizer:
+            raise ValueError("tokenizer: required when the training caption comes from an openai backend "
+                             "(the token budget needs the text encoder's tokenizer)")
         return self
 
     @property
@@ -206,3 +234,10 @@ class Job(Strict):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     caption: CaptionConfig
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _semantic_needs_embeddings(self) -> Job:
+        aes = self.filters.aesthetics
+        if self.dedup.semantic.enabled and not (aes.enabled and aes.keep_embeddings):
+            raise ValueError("dedup.semantic.enabled needs filters.aesthetics.enabled and filters.aesthetics.keep_embeddings")
+        return self

@@ -47,6 +47,8 @@ class Reason(StrEnum):
     # dedup
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
+    SEMANTIC_DUPLICATE = "semantic_duplicate"
+    EARLIER_RUN_DUPLICATE = "earlier_run_duplicate"
     # caption
     EMPTY_CAPTION = "empty_caption"
     # failures (the pipeline's fault or the environment's, not the input's verdict)

@@ -68,3 +68,72 @@ def test_caption_actor_keeps_rows_that_could_not_be_read(tiny_vlm):
     assert "pixels" not in out
     assert out["err_dense"][1] == "OSError: gone" and out["raw_dense"][1] == ""
     assert out["raw_dense"][0] and out["raw_dense"][2]
+
+
+@pytest.fixture(scope="module")
+def chat_server(tiny_vlm, tmp_path_factory):
+    """An OpenAI-compatible server process on 127.0.0.1 serving the tiny VLM."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    port_file = tmp_path_factory.mktemp("chat") / "port"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.chat_server", str(tiny_vlm), str(port_file)],
+                            cwd=Path(__file__).parents[1])
+    deadline = time.time() + 60
+    while not port_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port_file.read_text()}"
+    proc.terminate()
+    proc.wait()
+
+
+def test_openai_backend_matches_the_local_model_through_a_real_server(chat_server, captioner):
+    from captioners import build_captioner
+
+    cfg = CaptionerConfig(name="api", backend="openai", model="tiny", preset="greedy", generation={"max_new_tokens": 12},
+                          api={"base_url": f"{chat_server}/v1", "concurrency": 3, "timeout_s": 60})
+    imgs = images(5)
+    remote = build_captioner(cfg).caption(imgs, [{}] * 5)
+    local = captioner.caption(imgs, [{}] * 5)
+    assert [r.error for r in remote] == [None] * 5
+    assert [r.text for r in remote] == [r.text for r in local]
+
+
+def test_openai_backend_retries_and_reports_failures(chat_server):
+    from captioners import build_captioner
+
+    flaky = CaptionerConfig(name="api", backend="openai", model="tiny", preset="greedy", generation={"max_new_tokens": 4},
+                            api={"base_url": f"{chat_server}/v1/fail-first", "retries": 2, "backoff_s": 0.05})
+    assert all(r.text is not None for r in build_captioner(flaky).caption(images(2), [{}] * 2))
+    dead = CaptionerConfig(name="api", backend="openai", model="tiny", api={"base_url": f"{chat_server}/nope", "retries": 0})
+    (res,) = build_captioner(dead).caption(images(1), [{}])
+    assert res.text is None and "HTTP 404" in res.error
+
+
+def test_forced_out_of_memory_keeps_the_rest_of_the_batch(captioner, monkeypatch):
+    import torch
+
+    imgs = images(6)
+    expected = [r.text for r in captioner.caption(imgs, [{}] * 6)]
+    poison = imgs[3].size
+    real = captioner.model.generate
+
+    def generate(**inputs):
+        if len(inputs["input_ids"]) > 1 or captioner_last_sizes[0] == [poison]:
+            raise torch.OutOfMemoryError("CUDA out of memory (forced by the test)")
+        return real(**inputs)
+
+    captioner_last_sizes = [[]]
+    real_generate = captioner._generate
+
+    def tracked(batch):
+        captioner_last_sizes[0] = [im.size for im in batch]
+        return real_generate(batch)
+
+    monkeypatch.setattr(captioner.model, "generate", generate)
+    monkeypatch.setattr(captioner, "_generate", tracked)
+    results = captioner.caption(imgs, [{}] * 6)
+    assert [r.text for i, r in enumerate(results) if i != 3] == [t for i, t in enumerate(expected) if i != 3]
+    assert results[3].text is None and "out of memory" in results[3].error

@@ -134,3 +134,14 @@ def test_ingest_decodes_each_image_once_and_scores_it(demo_run, index, truth):
         assert row["aesthetic"] is not None
         assert row["quality"]["sharpness"] > 0 and 0 <= row["quality"]["letterbox"] <= 1
         assert (row["quality"]["jpeg_quality"] is not None) == (row["format"] == "jpg")
+
+
+def test_lookalikes_are_not_merged(corpus, truth, index):
+    lookalikes = [key_of(corpus, n) for n, e in truth.items() if e["kind"] == "lookalike"]
+    assert len(lookalikes) == 4 and all(k in index for k in lookalikes)
+
+
+def test_run_writes_its_hash_index_for_the_next(out, index):
+    hashes = pq.read_table(out / "hashes.parquet").to_pylist()
+    assert {h["key"] for h in hashes} == set(index)
+    assert all(f"{h['phash']:016x}" == index[h["key"]]["phash"] for h in hashes)

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from captioners.hf import build_captioner
+from captioners import build_captioner
 from captioners.postprocess import clean, token_counter
 from curate.engine import actor_resources, commit_by_unit, unit_dataset
 from curate.imaging import decode_working

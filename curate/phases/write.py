@@ -19,7 +19,7 @@ import webdataset as wds
 from curate.engine import split_by
 from curate.imaging import sha256
 from curate.phases.caption import CAPTIONED_OK
-from curate.phases.dedup import staged_rows
+from curate.phases.dedup import HASHES, staged_rows
 from curate.sources import stored_bytes
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from schemas.buckets import closest_bucket
@@ -108,8 +108,18 @@ def run_write(job: Job, run: RunDir) -> dict:
         if written != index.num_rows:
             raise RuntimeError(f"wrote {written} samples for {index.num_rows} planned")
     write_parquet_atomic(run.index, index.select(INDEX.names).sort_by("key"))
+    write_parquet_atomic(run.root / "hashes.parquet", hash_index(job, index))
     run.mark(run.marker("write"))
     return {"samples": index.num_rows, "shards": len(shards)}
+
+
+def hash_index(job: Job, index: pa.Table) -> pa.Table:
+    """What a later run needs to drop duplicates of this run's samples (`dedup.against`)."""
+    phash = [int(h, 16) for h in index["phash"].to_pylist()]
+    pixels = pc.multiply(index["width"].cast(pa.int64()), index["height"].cast(pa.int64()))
+    return pa.table({"key": index["key"], "sha256": index["sha256"], "phash": pa.array(phash, pa.uint64()), "pixels": pixels,
+                     "aesthetic": index["aesthetic"], "run": pa.array([job.name] * index.num_rows, pa.string())},
+                    schema=HASHES).sort_by("key")
 
 
 def tar_keys(path: Path) -> list[str]:
