@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["ingest", "dedup"]
+BENCHES = ["ingest", "dedup", "caption"]
 
 
 def main(names: list[str]) -> None:

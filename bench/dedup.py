@@ -8,6 +8,7 @@ Each size runs in its own process so its peak memory is its own.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -50,7 +51,7 @@ def run_one(n: int, k: int, baseline: bool) -> dict:
            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if baseline:
         t = time.perf_counter()
-        i, j = near_pairs(h, k)
+        i, _ = near_pairs(h, k)
         out["baseline_seconds"] = time.perf_counter() - t
         out["baseline_pairs"] = len(i)
     return out
@@ -60,13 +61,13 @@ def main() -> None:
     sizes = [int(s) for s in os.environ.get("BENCH_DEDUP_SIZES", ",".join(map(str, SIZES))).split(",")]
     rows = []
     for n in sizes:
-        cmd = [sys.executable, "-c", f"import json, bench.dedup as b; print(json.dumps(b.run_one({n}, {K}, {n == sizes[0]})))"]
+        cmd = [sys.executable, "-c", f"import json, bench.dedup as b; print(json.dumps(b.run_one({n}, {K}, {n <= 100_000})))"]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         print(f"n={n:>11,}  k={K}  {r['seconds']:8.1f} s  peak {r['peak_mb']:7.0f} MB  dropped {r['dropped']:,} "
               f"(planted {r['planted_dropped']:,})", flush=True)
-    for a, b in zip(rows, rows[1:]):
+    for a, b in itertools.pairwise(rows):
         print(f"growth {a['n']:,} -> {b['n']:,}: time x{b['seconds'] / a['seconds']:.1f}, memory x{b['peak_mb'] / a['peak_mb']:.1f}")
     first = rows[0]
     if "baseline_seconds" in first:

@@ -100,6 +100,8 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, phash: np.ndarray, pixels:
     never dropped and win their clusters; rows are returned for the others only."""
     keys = np.asarray(keys).astype(str)  # fixed-width: sorts in C, not by Python comparisons
     n = len(keys)
+    if n == prior:  # nothing staged in this run
+        return DEDUP.empty_table()
     phash = np.asarray(phash, dtype=np.uint64)
     edges = []
     if exact:

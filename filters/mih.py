@@ -62,22 +62,31 @@ def mih_pairs(hashes: np.ndarray, k: int, m: int | None = None, chunk: int = 1 <
     found_i, found_j = [], []
     for shift, width in band_layout(m):
         vals = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        lookup = _bucket_index(vals, width)
+        # work in band-sorted order: buckets are contiguous, so candidate reads stay local
+        order = np.argsort(vals, kind="stable")
+        vals_s, h_s = vals[order], h[order]
+        span = _bucket_span(vals_s, width)
         per_query = max(1.0, n / 2 ** width)  # expected bucket size: bounds the arrays of one chunk
         step = int(min(chunk, max(4096, 2e7 / per_query)))
         for mask in masks(width, r):
             for start in range(0, n, step):
-                q = np.arange(start, min(start + step, n), dtype=np.int64)
-                probe = vals[q] ^ mask
+                p = np.arange(start, min(start + step, n), dtype=np.int64)
+                probe = vals_s[p] ^ mask
                 if mask:  # a pair of different band values is found from its smaller side only
-                    up = probe > vals[q]
-                    q, probe = q[up], probe[up]
-                i, j = lookup(q, probe)
-                if not mask:
-                    keep = i < j
-                    i, j = i[keep], j[keep]
-                close = np.bitwise_count(h[i] ^ h[j]) <= k
-                i, j = i[close], j[close]
+                    up = probe > vals_s[p]
+                    p, probe = p[up], probe[up]
+                lo, cnt = span(probe)
+                total = int(cnt.sum())
+                if total == 0:
+                    continue
+                a = np.repeat(p, cnt)
+                b = np.repeat(lo, cnt) + (np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+                ha = np.repeat(h_s[p], cnt)
+                if not mask:  # within one bucket: each pair once, not with itself
+                    keep = a < b
+                    a, b, ha = a[keep], b[keep], ha[keep]
+                close = np.bitwise_count(ha ^ h_s[b]) <= k
+                i, j = order[a[close]], order[b[close]]
                 found_i.append(np.minimum(i, j))
                 found_j.append(np.maximum(i, j))
     i, j = np.concatenate(found_i), np.concatenate(found_j)
@@ -85,30 +94,17 @@ def mih_pairs(hashes: np.ndarray, k: int, m: int | None = None, chunk: int = 1 <
     return pair // n, pair % n
 
 
-def _bucket_index(vals: np.ndarray, width: int):
-    """A lookup (queries, probe values) -> (query index, member index) pairs for equal values."""
-    order = np.argsort(vals, kind="stable")
-    if width <= 24:  # direct addressing: bucket start and size per value
-        counts = np.bincount(vals.astype(np.int64), minlength=1 << width)
+def _bucket_span(sorted_vals: np.ndarray, width: int):
+    """probe values -> (first position, count) of equal values in `sorted_vals`."""
+    if width <= 24:  # direct addressing
+        counts = np.bincount(sorted_vals.astype(np.int64), minlength=1 << width)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
 
         def span(probe):
-            p = probe.astype(np.int64)
-            return starts[p], counts[p]
+            q = probe.astype(np.int64)
+            return starts[q], counts[q]
     else:
-        sorted_vals = vals[order]
-
         def span(probe):
             lo = np.searchsorted(sorted_vals, probe, "left")
             return lo, np.searchsorted(sorted_vals, probe, "right") - lo
-
-    def lookup(q: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lo, cnt = span(probe)
-        total = int(cnt.sum())
-        if total == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        qi = np.repeat(q, cnt)
-        offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        return qi, order[np.repeat(lo, cnt) + offsets]
-
-    return lookup
+    return span

@@ -82,6 +82,7 @@ INDEX = pa.schema([
     ("captions", pa.map_(pa.string(), pa.string())),
     ("caption", pa.string()),
     ("caption_tokens", pa.int32()),
+    ("caption_cut", pa.string()),     # text the token budget cut off ("" when none)
     ("dup_cluster", pa.string()),
     ("shard", pa.string()),           # path relative to the run folder
     ("member", pa.string()),          # image member name inside the shard

@@ -82,7 +82,7 @@ def s3_server(tmp_path_factory):
 
 def demo_overrides(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:
     models = tiny_vlm.parent
-    return [f"sources.0.path={corpus}", f"caption.captioners.0.model={tiny_vlm}", f"out={out}",
+    return [f"sources.0.path={corpus}", f"caption.captioners.0.model={tiny_vlm}", f"caption.captioners.1.model={tiny_vlm}", f"out={out}",
             f"filters.aesthetics.clip_config={models / 'tiny-clip/tiny-clip.json'}",
             f"filters.aesthetics.clip_pretrained={models / 'tiny-clip/tiny-clip.pt'}",
             f"filters.aesthetics.head={models / 'tiny-aesthetic-head.pth'}"]

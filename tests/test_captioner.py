@@ -137,3 +137,23 @@ def test_forced_out_of_memory_keeps_the_rest_of_the_batch(captioner, monkeypatch
     results = captioner.caption(imgs, [{}] * 6)
     assert [r.text for i, r in enumerate(results) if i != 3] == [t for i, t in enumerate(expected) if i != 3]
     assert results[3].text is None and "out of memory" in results[3].error
+
+
+def test_vllm_backend_names_its_extra_when_vllm_is_missing(tiny_vlm):
+    import importlib.util
+
+    from captioners import build_captioner
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(ImportError, match=r"curate\[vllm\]"):
+        build_captioner(CaptionerConfig(name="v", backend="vllm", model=str(tiny_vlm)))
+
+
+def test_openai_chosen_caption_needs_a_budget_tokenizer():
+    from pydantic import ValidationError
+
+    from schemas.job import CaptionConfig
+
+    with pytest.raises(ValidationError, match="tokenizer: required"):
+        CaptionConfig(captioners=[{"name": "api", "backend": "openai", "model": "m", "api": {"base_url": "http://x/v1"}}])

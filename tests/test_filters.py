@@ -17,7 +17,7 @@ from curate.sources import plan_units
 from filters.aesthetics import AestheticScorer, ModelLoadError, load_head
 from filters.quality import jpeg_quality
 from schemas.job import AestheticsConfig
-from tests.conftest import REPO, cli, set_args
+from tests.conftest import REPO, cli, demo_overrides, set_args
 
 
 def aes_cfg(tiny_clip, **kw) -> AestheticsConfig:
@@ -146,10 +146,10 @@ def test_low_aesthetic_gate_in_the_actor(tiny_clip):
     assert out[3]["status"] == "too_small" and out[3]["aesthetic"] is None
 
 
-def test_missing_weights_fail_before_any_work(tmp_path, corpus, tiny_vlm):
+def test_missing_weights_fail_before_any_work(tmp_path, corpus, tiny_vlm, tiny_clip):
     out = tmp_path / "o"
-    res = cli("run", str(REPO / "jobs/demo.yaml"), *set_args([f"sources.0.path={corpus}", f"caption.captioners.0.model={tiny_vlm}",
-                                                              f"out={out}", f"filters.aesthetics.head={tmp_path / 'no-head.pth'}"]))
+    res = cli("run", str(REPO / "jobs/demo.yaml"),
+              *set_args([*demo_overrides(corpus, tiny_vlm, out), f"filters.aesthetics.head={tmp_path / 'no-head.pth'}"]))
     assert res.returncode == 2, res.stderr
     assert f"filters.aesthetics.head: {tmp_path / 'no-head.pth'}" in res.stderr
     assert not out.exists()

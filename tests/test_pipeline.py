@@ -113,8 +113,9 @@ def test_every_bucket_is_the_nearest_pixart_ratio(index):
 def test_captions_and_alt_text_are_kept(index):
     for row in index.values():
         captions = dict(row["captions"])
-        assert "dense" in captions and captions["alt"].startswith("A synthetic picture")
-        assert row["caption"] and row["caption_tokens"] <= 300
+        assert set(captions) == {"dense", "short", "alt"} and captions["alt"].startswith("A synthetic picture")
+        assert row["caption"] == captions["dense"] or (not captions["dense"] and row["caption"] == captions["alt"])
+        assert row["caption_tokens"] <= 300 and row["caption_cut"] == ""
 
 
 def test_report_and_manifest_exist(out, demo_run):

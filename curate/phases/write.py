@@ -51,7 +51,7 @@ def plan_records(job: Job, run: RunDir) -> pa.Table:
             "format": m["format"], "bytes": m["bytes"], "is_4k": m["is_4k"], "ratio": m["height"] / m["width"],
             "bucket": bucket, "bucket_hw": hw, "sha256": m["sha256"], "phash": f"{m['phash']:016x}",
             "aesthetic": m["aesthetic"], "quality": m["quality"], "captions": c["captions"], "caption": c["caption"],
-            "caption_tokens": c["caption_tokens"], "dup_cluster": clusters.get(c["key"]), "blob": m["blob"],
+            "caption_tokens": c["caption_tokens"], "caption_cut": c["caption_cut"], "dup_cluster": clusters.get(c["key"]), "blob": m["blob"],
         })
     records.sort(key=lambda r: (float(r["bucket"]), r["key"]))
     by_bucket: dict[str, int] = {}
