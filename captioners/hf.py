@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 from PIL import Image
 
 from captioners.base import CaptionResult, split_on_failure
 from captioners.presets import generation_kwargs
+from curate.devices import pick_device
 from schemas.job import CaptionerConfig
-
-log = logging.getLogger("curate.captioners")
 
 
 class ModelNotFound(Exception):
     pass
-
-
-def pick_device(num_gpus: float) -> str:
-    import torch
-
-    if num_gpus > 0 and torch.cuda.is_available():
-        return "cuda"
-    if num_gpus > 0:
-        warnings.warn("captioner asked for a GPU but none is visible: running on CPU (slow)", stacklevel=2)
-    return "cpu"
 
 
 def load_model(cfg: CaptionerConfig, device: str):
@@ -64,7 +50,7 @@ class TransformersCaptioner:
     def __init__(self, cfg: CaptionerConfig):
         self.name = cfg.name
         self.cfg = cfg
-        self.device = pick_device(cfg.num_gpus)
+        self.device = pick_device(cfg.num_gpus, f"captioner {cfg.name!r}")
         self.processor, self.model = load_model(cfg, self.device)
         self.gen = generation_kwargs(cfg.preset, cfg.generation)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": cfg.prompt}]}]

@@ -9,27 +9,17 @@ code loads a real ViT-L/14 head (768) and the tests' tiny one.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from curate.devices import pick_device
 from schemas.job import AestheticsConfig
 
 
 class ModelLoadError(Exception):
     pass
-
-
-def pick_device(num_gpus: float) -> str:
-    import torch
-
-    if num_gpus > 0 and torch.cuda.is_available():
-        return "cuda"
-    if num_gpus > 0:
-        warnings.warn("asked for a GPU but none is visible: running on CPU (slow)", stacklevel=2)
-    return "cpu"
 
 
 def load_clip(cfg: AestheticsConfig, device: str):
@@ -80,7 +70,7 @@ class AestheticScorer:
     def __init__(self, cfg: AestheticsConfig):
         import torch
 
-        self.device = pick_device(cfg.num_gpus)
+        self.device = pick_device(cfg.num_gpus, "aesthetics")
         self.model, self.preprocess, self.tokenizer = load_clip(cfg, self.device)
         self.head = load_head(cfg.head).to(self.device)
         self.torch = torch
