@@ -180,6 +180,27 @@ def inspect(
     out.print(t)
 
 
+export_app = typer.Typer(no_args_is_help=True, help="Write a run in another training stack's layout.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("pixart")
+def export_pixart_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's output folder.")],
+    folder: Annotated[Path, typer.Argument(help="Where to write InternImgs/ and InternData/data_info.json.")],
+    dense: Annotated[str | None, typer.Option(help="Captioner for `sharegpt4v` (default: the training caption).")] = None,
+    prompt: Annotated[str, typer.Option(help="Captioner (or alt) for `prompt`, the original caption.")] = "alt",
+):
+    """PixArt-sigma's data layout (InternImgs + data_info.json) from a run's shards."""
+    from curate.export import export_pixart
+
+    try:
+        n = export_pixart(run_dir, folder, dense=dense, prompt=prompt)
+    except (FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc), code=1)
+    out.print(f"exported {n} samples to {folder}/InternImgs and {folder}/InternData/data_info.json")
+
+
 @app.command()
 def buckets(table: Annotated[int, typer.Option("--table", help="PixArt table: 256, 512, 1024 or 2048.")] = 1024):
     """Print a PixArt aspect-ratio bucket table (key = height/width)."""
