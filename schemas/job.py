@@ -217,7 +217,8 @@ class CaptionConfig(Strict):
 
 class OutputConfig(Strict):
     bucket_table: Literal[256, 512, 1024, 2048] = Field(1024, description="PixArt aspect-ratio table.")
-    shard_samples: int = Field(1000, ge=1, description="Samples per tar shard, per bucket.")
+    shard_samples: int = Field(1000, ge=1, description="Most samples per tar shard, per bucket.")
+    shard_bytes: int | None = Field(None, ge=1, description="Most image bytes per shard (a larger single image gets a shard of its own).")
 
 
 class Job(Strict):

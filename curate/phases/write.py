@@ -54,13 +54,25 @@ def plan_records(job: Job, run: RunDir) -> pa.Table:
             "caption_tokens": c["caption_tokens"], "caption_cut": c["caption_cut"], "dup_cluster": clusters.get(c["key"]), "blob": m["blob"],
         })
     records.sort(key=lambda r: (float(r["bucket"]), r["key"]))
-    by_bucket: dict[str, int] = {}
-    for r in records:
-        n = by_bucket.get(r["bucket"], 0)
-        by_bucket[r["bucket"]] = n + 1
-        r["shard"] = f"{shard_folder(job.output.bucket_table)}/{r['bucket']}/{n // job.output.shard_samples:06d}.tar"
+    for r, shard in zip(records, assign_shards(records, job.output.shard_samples, job.output.shard_bytes)):
+        r["shard"] = f"{shard_folder(job.output.bucket_table)}/{r['bucket']}/{shard:06d}.tar"
         r["member"] = f"{r['key']}.{r['format']}"
     return rows_to_table(records, WRITE_PLAN)
+
+
+def assign_shards(records: list[dict], max_samples: int, max_bytes: int | None) -> list[int]:
+    """Shard number of each record (records sorted by bucket): a bucket's shard is closed when
+    it holds `max_samples` samples, or when the next image would take it past `max_bytes`."""
+    out, bucket, shard, count, size = [], None, 0, 0, 0
+    for r in records:
+        if r["bucket"] != bucket:
+            bucket, shard, count, size = r["bucket"], 0, 0, 0
+        elif count >= max_samples or (max_bytes is not None and size + r["bytes"] > max_bytes):
+            shard, count, size = shard + 1, 0, 0
+        out.append(shard)
+        count += 1
+        size += r["bytes"]
+    return out
 
 
 def record_json(row: dict) -> bytes:
