@@ -10,12 +10,12 @@ import glob
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
 
-from schemas.job import Job
+from schemas.job import Job, Source
 
 
 class JobError(Exception):
@@ -94,8 +94,11 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+SOURCE_TYPES = {get_args(m.model_fields["type"].annotation)[0] for m in get_args(get_args(Source)[0])}
+
+
 def _is_union_tag(part: Any) -> bool:
-    return part in ("folder", "s3", "url_list", "webdataset")  # union tags pydantic inserts in locations
+    return part in SOURCE_TYPES  # discriminated-union tags pydantic inserts in error locations
 
 
 def check_paths(job: Job, job_path: str | Path) -> list[str]:

@@ -90,7 +90,7 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     t = time.perf_counter()
     index = pq.read_table(run.index, schema=INDEX)
     rejects = read_parquet_dir(run.rejects, REJECTS)
-    ingested = read_parquet_dir(run.ingest, INGESTED)
+    ingested = read_parquet_dir(run.ingest, INGESTED, ["unit", "key", "received", "avoided", "decodes"])
     counts = account(plan, ingested, index, rejects)
     manifest = {
         "job": job.name, "job_file": str(job_path), "config_hash": chash, "status": "complete",

@@ -41,12 +41,12 @@ def write_parquet_atomic(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def read_parquet_dir(folder: Path, schema: pa.Schema) -> pa.Table:
+def read_parquet_dir(folder: Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
     """Concatenate every committed parquet file under `folder` (hidden temporaries excluded)."""
     files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith(".")) if folder.exists() else []
     if not files:
-        return schema.empty_table()
-    return pa.concat_tables(pq.read_table(f, schema=schema) for f in files)
+        return schema.empty_table().select(columns) if columns else schema.empty_table()
+    return pa.concat_tables(pq.read_table(f, schema=schema, columns=columns) for f in files)
 
 
 class RunDir:

@@ -103,10 +103,6 @@ REJECTS = pa.schema([
 ])
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
-
-
 def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Build a typed table; missing fields become nulls."""
     return pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for r in rows], schema=schema)

@@ -25,8 +25,10 @@ HASHES = pa.schema([("key", pa.string()), ("sha256", pa.string()), ("phash", pa.
                     ("aesthetic", pa.float32()), ("run", pa.string())])
 
 
-def staged_rows(run: RunDir) -> pa.Table:
-    table = read_parquet_dir(run.ingest, INGESTED)
+def staged_rows(run: RunDir, embeddings: bool = False) -> pa.Table:
+    """Staged ingest rows; the (large) embedding column only when asked for."""
+    columns = [c for c in INGESTED.names if embeddings or c != "embedding"]
+    table = read_parquet_dir(run.ingest, INGESTED, columns)
     return table.filter(pc.equal(table["status"], STAGED)).sort_by("key")
 
 
@@ -91,7 +93,7 @@ def run_dedup(job: Job, run: RunDir) -> dict:
     if run.is_done(run.marker("dedup")):
         return {"skipped": True}
     cfg = job.dedup
-    staged = staged_rows(run)
+    staged = staged_rows(run, embeddings=cfg.semantic.enabled)
     prior = prior_hashes(cfg.against)
     n = prior.num_rows + staged.num_rows
     engine = cfg.engine if cfg.engine != "auto" else ("local" if n <= cfg.local_max else "ray")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
 import uuid
 from pathlib import Path
 
@@ -132,11 +131,3 @@ def hash_index(job: Job, index: pa.Table) -> pa.Table:
     return pa.table({"key": index["key"], "sha256": index["sha256"], "phash": pa.array(phash, pa.uint64()), "pixels": pixels,
                      "aesthetic": index["aesthetic"], "run": pa.array([job.name] * index.num_rows, pa.string())},
                     schema=HASHES).sort_by("key")
-
-
-def tar_keys(path: Path) -> list[str]:
-    """Sample keys in a tar, as webdataset groups members (key = name up to the first dot)."""
-    with tarfile.open(path) as tf:
-        return sorted({m.name.split(".", 1)[0] for m in tf.getmembers()})
-
-
