@@ -88,6 +88,33 @@ INDEX = pa.schema([
     ("member", pa.string()),          # image member name inside the shard
 ])
 
+# Spans of a caption (character offsets into it) and how each was judged.
+SENTENCE = pa.struct([("text", pa.string()), ("start", pa.int32()), ("end", pa.int32()),
+                      ("clip", pa.float32()), ("weak", pa.bool_())])
+PHRASE = pa.struct([("text", pa.string()), ("start", pa.int32()), ("end", pa.int32()),
+                    ("clip", pa.float32()), ("grounded", pa.bool_())])
+TEXT_CLAIM = pa.struct([("text", pa.string()), ("start", pa.int32()), ("end", pa.int32()), ("found", pa.bool_())])
+SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32())])
+
+# report/hallucinations.parquet: the evidence behind each written caption's score.
+HALLUCINATION = pa.schema([
+    ("key", pa.string()),
+    ("captioner", pa.string()),       # whose text was scored (the training caption's captioner)
+    ("score", pa.float32()),          # 0 (clean) .. 1 (worst); weights in curate/hallucination/combine.py
+    ("flags", pa.list_(pa.string())),
+    ("sentences", pa.list_(SENTENCE)),
+    ("phrases", pa.list_(PHRASE)),
+    ("text_claims", pa.list_(TEXT_CLAIM)),
+    ("ocr_text", pa.string()),        # what OCR read in the image
+    ("repeated_ngrams", pa.float32()),  # share of word 3-grams that repeat an earlier one
+    ("repeated_spans", pa.list_(SPAN)),
+    ("loop", pa.bool_()),
+    ("truncated", pa.bool_()),
+    ("boilerplate", pa.string()),     # the boilerplate opener found ("" when none)
+    ("language", pa.string()),
+    ("alt_agreement", pa.float32()),  # cosine of caption and alt text embeddings (null without alt)
+])
+
 # rejects/: one row per input that was not written.
 REJECTS = pa.schema([
     ("unit", pa.string()),
