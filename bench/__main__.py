@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["ingest", "dedup", "caption"]
+BENCHES = ["ingest", "dedup", "caption", "ocr"]
 
 
 def main(names: list[str]) -> None:

@@ -57,7 +57,7 @@ def run(
         _fail(str(exc))
     except AccountingError as exc:
         _fail(str(exc), code=3)
-    print_summary(result.manifest, result.resumed, Path(spec.out))
+    print_summary(result.manifest, result.resumed, result.run_dir)
 
 
 def print_summary(manifest: dict, resumed: bool, root: Path) -> None:
@@ -82,8 +82,9 @@ def print_summary(manifest: dict, resumed: bool, root: Path) -> None:
                   f"bytes received {manifest['transfer']['bytes_received']:,}, avoided {manifest['transfer']['bytes_avoided']:,}")
     if manifest.get("timings_s"):
         out.print("time per phase (s): " + ", ".join(f"{k} {v}" for k, v in manifest["timings_s"].items()))
-    out.print(f"shards: {root}/{', '.join(manifest['outputs']['shards'])}/  index: {root}/index.parquet  "
-              f"rejects: {root}/rejects/  report: {root}/report/index.html")
+    where = manifest["outputs"].get("out", str(root))
+    out.print(f"shards: {where}/{', '.join(manifest['outputs']['shards'])}/  index: {where}/index/  "
+              f"rejects: {where}/rejects/  report: {root}/report/index.html")
 
 
 @app.command()
@@ -161,11 +162,30 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run's output folder."
 
 
 @app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="A finished run's output folder.")],
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
+):
+    """Rebuild a finished run's HTML report (report/index.html) from its files and print its path."""
+    from curate.report import ReportError, rebuild_report
+
+    try:
+        path = rebuild_report(run)
+    except ReportError as exc:
+        _fail(str(exc))
+    out.print(str(path), highlight=False, markup=False, soft_wrap=True)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
+@app.command()
 def inspect(
     path: Annotated[Path, typer.Argument(help="A shard (.tar), an index (.parquet) or a run folder.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Samples to show.")] = 10,
 ):
-    """Show samples with their caption, bucket and size."""
+    """Show samples with their caption, bucket, size and scores."""
     from curate.inspect import load_samples
 
     try:
@@ -173,10 +193,13 @@ def inspect(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc), code=1)
     t = Table(title=str(path))
-    for col in ("key", "size", "bucket", "4K", "caption"):
+    for col in ("key", "size", "bucket", "4K", "aesthetic", "halluc.", "flags", "caption"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["key"], f"{r['width']}x{r['height']}", r["bucket"], "yes" if r["is_4k"] else "", (r["caption"] or "")[:200])
+        h = r.get("hallucination") or {}
+        t.add_row(r["key"], f"{r['width']}x{r['height']}", r["bucket"], "yes" if r["is_4k"] else "",
+                  "" if r.get("aesthetic") is None else f"{r['aesthetic']:.2f}",
+                  "" if h.get("score") is None else f"{h['score']:.2f}", ", ".join(h.get("flags") or []), (r["caption"] or "")[:200])
     out.print(t)
 
 

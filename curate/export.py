@@ -13,24 +13,22 @@ import tarfile
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
-from PIL import Image, ImageOps
+from PIL import Image
 
-from curate.imaging import ORIENTATION_TAG
-from curate.storage import write_bytes_atomic, write_json_atomic
+from curate.imaging import FORMATS, ORIENTATION_TAG, reencode
+from curate.outputs import run_output
+from curate.storage import RunDir, read_index, write_bytes_atomic, write_json_atomic
 
 
 def upright(data: bytes) -> bytes:
     """The image as PixArt will see it: its loader ignores EXIF orientation, so rotated
     images are re-encoded upright (others keep their original bytes)."""
     with Image.open(io.BytesIO(data)) as img:
-        if img.getexif().get(ORIENTATION_TAG, 1) in (1, None):
-            return data
-        fmt = img.format
-        fixed = ImageOps.exif_transpose(img)
-    buf = io.BytesIO()
-    fixed.save(buf, fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-    return buf.getvalue()
+        orientation = img.getexif().get(ORIENTATION_TAG, 1)
+        fmt, (w, h) = FORMATS[img.format], img.size
+    if orientation in (1, None):
+        return data
+    return reencode(data, (h, w) if orientation >= 5 else (w, h), fmt, 95)
 
 
 def export_pixart(run: Path, out: Path, dense: str | None = None, prompt: str = "alt") -> int:
@@ -39,17 +37,15 @@ def export_pixart(run: Path, out: Path, dense: str | None = None, prompt: str = 
     `sharegpt4v` is the captioner `dense` (default: the run's training caption); `prompt` is the
     captioner (or `alt`) used as the original caption, empty when the sample has none.
     """
-    index = run / "index.parquet"
-    if not index.exists():
-        raise FileNotFoundError(f"{run}: no index.parquet (is the run complete? try `curate status {run}`)")
-    rows = pq.read_table(index).to_pylist()
+    rows = read_index(RunDir(run)).to_pylist()
+    output = run_output(run)
     by_shard: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_shard[row["shard"]].append(row)
     entries = []
     for shard, members in sorted(by_shard.items()):
         wanted = {r["member"]: r for r in members}
-        with tarfile.open(run / shard) as tf:
+        with output.open_read(shard) as fh, tarfile.open(fileobj=fh, mode="r|") as tf:
             for info in tf:
                 row = wanted.get(info.name)
                 if row is None:
@@ -57,7 +53,7 @@ def export_pixart(run: Path, out: Path, dense: str | None = None, prompt: str = 
                 write_bytes_atomic(out / "InternImgs" / row["member"], upright(tf.extractfile(info).read()))
                 captions = dict(row["captions"] or [])
                 entries.append({
-                    "width": row["width"], "height": row["height"], "ratio": row["height"] / row["width"],
+                    "width": row["member_width"], "height": row["member_height"], "ratio": row["member_height"] / row["member_width"],
                     "path": row["member"], "prompt": captions.get(prompt) or "",
                     # PixArt asserts a non-empty sharegpt4v: fall back to the training caption
                     "sharegpt4v": (captions.get(dense) if dense else None) or row["caption"],

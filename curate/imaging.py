@@ -141,6 +141,31 @@ def decode_working(data: bytes, side: int) -> Image.Image:
         raise ProbeError("decode_error", f"pixel data unreadable: {exc}") from None
 
 
+ENCODERS = {ext: fmt for fmt, ext in FORMATS.items()}
+
+
+def fit_within(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) scaled down so the longer side is at most `max_side`."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def reencode(data: bytes, size: tuple[int, int], fmt: str, quality: int) -> bytes:
+    """The image upright (EXIF orientation applied, then dropped), resized to `size` with
+    Lanczos when it differs, encoded as `fmt` (jpg, png or webp). Deterministic bytes."""
+    with Image.open(io.BytesIO(data)) as src:
+        img = ImageOps.exif_transpose(src)
+    if img.size != tuple(size):
+        img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if fmt == "jpg" and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, ENCODERS[fmt], **({"quality": quality} if fmt in ("jpg", "webp") else {}))
+    return buf.getvalue()
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from curate.storage import RunDir, read_index
+
 
 def load_samples(path: Path, n: int) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found")
-    if path.is_dir():
-        path = path / "index.parquet"
-        if not path.exists():
-            raise FileNotFoundError(f"{path.parent}: no index.parquet (is the run complete? try `curate status`)")
-    if path.suffix == ".parquet":
+    if path.is_dir() and path.name != "index":
+        return read_index(RunDir(path)).slice(0, n).to_pylist()
+    if path.is_dir() or path.suffix == ".parquet":
         return pq.read_table(path).slice(0, n).to_pylist()
     if path.suffix == ".tar":
         import webdataset as wds
@@ -27,4 +27,4 @@ def load_samples(path: Path, n: int) -> list[dict]:
             if len(rows) >= n:
                 break
         return rows
-    raise ValueError(f"{path}: expected a .tar shard, a .parquet index or a run folder")
+    raise ValueError(f"{path}: expected a .tar shard, an index (.parquet file or index/ folder) or a run folder")

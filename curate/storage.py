@@ -13,7 +13,10 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from schemas.record import INDEX
 
 
 def _tmp_name(path: Path) -> Path:
@@ -49,6 +52,20 @@ def read_parquet_dir(folder: Path, schema: pa.Schema, columns: list[str] | None 
     return pa.concat_tables(pq.read_table(f, schema=schema, columns=columns) for f in files)
 
 
+def write_partitioned_atomic(folder: Path, table: pa.Table, by: str) -> None:
+    """`folder/<value>/part-0.parquet` per value of column `by` (the column stays in the files,
+    so every file reads alone). The folder is built beside and swapped in whole."""
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    for value in sorted(set(table[by].to_pylist()), key=str):
+        part = table.filter(pc.equal(table[by], value))
+        (tmp / str(value)).mkdir(parents=True)
+        pq.write_table(part, tmp / str(value) / "part-0.parquet")
+    tmp.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
 class RunDir:
     """Paths of one run's output folder. `_work/` holds phase staging and commit markers."""
 
@@ -60,7 +77,8 @@ class RunDir:
         self.dedup = self.work / "dedup.parquet"
         self.caption = self.work / "caption"
         self.rejects = self.root / "rejects"
-        self.index = self.root / "index.parquet"
+        self.index = self.root / "index"       # index/<bucket>/part-0.parquet
+        self.hashes = self.root / "hashes.parquet"
         self.manifest = self.root / "manifest.json"
         self.report = self.root / "report"
 
@@ -86,3 +104,12 @@ class RunDir:
         if any(self.root.iterdir()) and not self.looks_like_run():
             raise RuntimeError(f"{self.root} is not empty and holds no curate run; refusing to delete it")
         shutil.rmtree(self.root)
+
+
+def read_index(run: RunDir, columns: list[str] | None = None) -> pa.Table:
+    """The run's index (all bucket partitions), in key order."""
+    if not run.index.is_dir():
+        raise FileNotFoundError(f"{run.root}: no index/ (is the run complete? try `curate status {run.root}`)")
+    table = read_parquet_dir(run.index, INDEX, columns if columns is None or "key" in columns else [*columns, "key"])
+    table = table.sort_by("key")
+    return table.select(columns) if columns else table

@@ -215,17 +215,65 @@ class CaptionConfig(Strict):
         return self.use or self.captioners[0].name
 
 
+class DetectorConfig(Strict):
+    """An open-vocabulary detector (e.g. OWLv2 through transformers) confirming noun phrases."""
+
+    model: str = Field(description="transformers model folder or id, e.g. google/owlv2-base-patch16-ensemble.")
+    threshold: float = Field(0.2, ge=0, le=1, description="Box score at which a phrase counts as detected.")
+
+
+class HallucinationWeights(Strict):
+    """Weights of the combined score (each signal is 0..1 before weighting; the sum is normalised)."""
+
+    weak_sentences: float = Field(0.25, ge=0, description="Share of sentences CLIP finds weaker than unrelated text.")
+    ungrounded_phrases: float = Field(0.3, ge=0, description="Share of object noun phrases not grounded in the image.")
+    text_not_found: float = Field(0.2, ge=0, description="Share of claimed written text OCR does not find.")
+    degeneration: float = Field(0.15, ge=0, description="Loops, repeated n-grams, truncation, boilerplate, wrong language.")
+    alt_disagreement: float = Field(0.1, ge=0, description="1 - agreement with the alt text (skipped without alt text).")
+
+
+class HallucinationConfig(Strict):
+    enabled: bool = Field(True, description="Score every training caption (needs filters.aesthetics' CLIP for the image signals).")
+    ocr: bool = Field(True, description="Check text the caption claims is written in the image with OCR (rapidocr).")
+    ocr_side: int = Field(1280, ge=256, description="Long side the image is decoded at for OCR.")
+    alt_agreement: bool = Field(True, description="Compare the caption with the source alt text (all-MiniLM-L6-v2).")
+    detector: DetectorConfig | None = Field(None, description="Optional open-vocabulary detector for noun phrases.")
+    phrase_z: float = Field(0.0, description="A noun phrase is grounded when its CLIP score is this many standard deviations "
+                            "above the image's scores for unrelated objects (the per-image calibration).")
+    sentence_z: float = Field(0.0, description="A sentence is weak when its CLIP score is below the unrelated-text mean plus this many sd.")
+    language: str = Field("en", description="Expected caption language (ISO 639-1); others are flagged.")
+    weights: HallucinationWeights = Field(default_factory=HallucinationWeights)
+    action: Literal["flag", "drop", "fallback"] = Field("flag", description="flag: keep and mark; drop: reject above threshold "
+                                                        "(reason hallucination); fallback: use fallback_captioner's text above threshold.")
+    threshold: float = Field(0.5, ge=0, le=1, description="Combined score above which `action` applies.")
+    fallback_captioner: str | None = Field(None, description="Captioner whose text replaces a flagged caption (action fallback).")
+    batch_size: int = Field(16, ge=1)
+    concurrency: int = Field(1, ge=1, description="Scoring actors.")
+    num_cpus: float = Field(1, gt=0, description="CPUs per scoring actor.")
+    num_gpus: float = Field(0, ge=0)
+
+
 class OutputConfig(Strict):
     bucket_table: Literal[256, 512, 1024, 2048] = Field(1024, description="PixArt aspect-ratio table.")
     shard_samples: int = Field(1000, ge=1, description="Most samples per tar shard, per bucket.")
-    shard_bytes: int | None = Field(None, ge=1, description="Most image bytes per shard (a larger single image gets a shard of its own).")
+    shard_bytes: int | None = Field(None, ge=1, description="Most image bytes per shard (a larger single image gets a shard of its own); "
+                                    "with max_side, counted on the source bytes.")
+    max_side: int | None = Field(None, ge=64, description="Downscale images whose longer side exceeds this (upright, Lanczos) and "
+                                 "re-encode them, for lower-resolution training variants; none keeps the original bytes.")
+    format: Literal["jpg", "webp", "png"] | None = Field(None, description="Re-encode images in another format than the source's "
+                                                         "(also those max_side leaves alone); default: keep the source format.")
+    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality of re-encoded images.")
+    work_dir: str | None = Field(None, description="Local folder for staging, commit markers and copies of the index and report when "
+                                 "`out` is s3:// (default: .curate/<job name>); on a cluster it must be shared by all nodes.")
+    s3: S3Options = Field(default_factory=S3Options, description="Where the output bucket is, when `out` is s3://.")
+    part_size_mb: int = Field(64, ge=5, le=5120, description="Multipart upload part size for s3:// output (S3's minimum is 5).")
 
 
 class Job(Strict):
     """A curate job: sources in, shards + index + report out."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    out: str = Field(description="Output folder.")
+    out: str = Field(description="Output folder, or s3://bucket/prefix (shards and files are uploaded with multipart uploads).")
     ray: RayConfig = Field(default_factory=RayConfig)
     sources: list[Source] = Field(min_length=1)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
@@ -234,7 +282,24 @@ class Job(Strict):
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     caption: CaptionConfig
+    hallucination: HallucinationConfig = Field(default_factory=HallucinationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _remote_out_is_s3(self) -> Job:
+        if "://" in self.out and not self.out.startswith("s3://"):
+            raise ValueError(f"out: {self.out!r}: expected a local folder or s3://bucket/prefix")
+        if self.out.startswith("s3://") and not self.out[5:].split("/")[0]:
+            raise ValueError(f"out: {self.out!r}: no bucket name")
+        return self
+
+    @model_validator(mode="after")
+    def _fallback_captioner_exists(self) -> Job:
+        h, names = self.hallucination, [c.name for c in self.caption.captioners]
+        if h.action == "fallback" and h.fallback_captioner not in names:
+            raise ValueError(f"hallucination.fallback_captioner: {h.fallback_captioner!r} must name one of the captioners {names} "
+                             "when hallucination.action is fallback")
+        return self
 
     @model_validator(mode="after")
     def _semantic_needs_embeddings(self) -> Job:

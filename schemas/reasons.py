@@ -51,6 +51,7 @@ class Reason(StrEnum):
     EARLIER_RUN_DUPLICATE = "earlier_run_duplicate"
     # caption
     EMPTY_CAPTION = "empty_caption"
+    HALLUCINATION = "hallucination"
     # failures (the pipeline's fault or the environment's, not the input's verdict)
     READ_ERROR = "read_error"
     CAPTION_FAILED = "caption_failed"

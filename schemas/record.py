@@ -50,17 +50,9 @@ DEDUP = pa.schema([
     ("distance", pa.int32()),
 ])
 
-# Caption phase output for every kept sample.
-CAPTIONED = pa.schema([
-    ("unit", pa.string()),
-    ("key", pa.string()),
-    ("captions", pa.map_(pa.string(), pa.string())),
-    ("caption", pa.string()),
-    ("caption_tokens", pa.int32()),
-    ("caption_cut", pa.string()),
-    ("status", pa.string()),          # "captioned" or a Reason value
-    ("detail", pa.string()),
-])
+
+# The index's digest of report/hallucinations.parquet.
+HALLUCINATION_SUMMARY = pa.struct([("score", pa.float32()), ("flags", pa.list_(pa.string()))])
 
 # The final index: one row per written sample.
 INDEX = pa.schema([
@@ -84,8 +76,11 @@ INDEX = pa.schema([
     ("caption_tokens", pa.int32()),
     ("caption_cut", pa.string()),     # text the token budget cut off ("" when none)
     ("dup_cluster", pa.string()),
-    ("shard", pa.string()),           # path relative to the run folder
+    ("hallucination", HALLUCINATION_SUMMARY),
+    ("shard", pa.string()),           # path relative to the output (folder or s3:// prefix)
     ("member", pa.string()),          # image member name inside the shard
+    ("member_width", pa.int32()),     # the stored image's size: width/height unless output.max_side
+    ("member_height", pa.int32()),    # downscaled it (re-encoded images are stored upright)
 ])
 
 # Spans of a caption (character offsets into it) and how each was judged.
@@ -113,6 +108,23 @@ HALLUCINATION = pa.schema([
     ("boilerplate", pa.string()),     # the boilerplate opener found ("" when none)
     ("language", pa.string()),
     ("alt_agreement", pa.float32()),  # cosine of caption and alt text embeddings (null without alt)
+])
+
+# The same evidence inside the caption phase's rows.
+EVIDENCE = pa.struct([f for f in HALLUCINATION if f.name != "key"])
+
+# Caption phase output for every kept sample.
+CAPTIONED = pa.schema([
+    ("unit", pa.string()),
+    ("key", pa.string()),
+    ("captions", pa.map_(pa.string(), pa.string())),
+    ("caption", pa.string()),
+    ("caption_tokens", pa.int32()),
+    ("caption_cut", pa.string()),
+    ("status", pa.string()),          # "captioned" or a Reason value
+    ("detail", pa.string()),
+    ("hallucination", HALLUCINATION_SUMMARY),
+    ("evidence", EVIDENCE),           # the row of report/hallucinations.parquet (without key)
 ])
 
 # rejects/: one row per input that was not written.

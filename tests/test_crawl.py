@@ -114,7 +114,7 @@ def test_url_list_crawl_counts_every_reason(web, tiny_vlm, ray_cluster, tmp_path
     transfer = result.manifest["transfer"]
     assert transfer["bytes_avoided"] > 0.8 * sum((web.root / p.removeprefix("/img/")).stat().st_size for p in sent)
     # written samples carry their alt text and the original bytes
-    index = pq.read_table(result.run_dir / "index.parquet").to_pylist()
+    index = pq.read_table(result.run_dir / "index").to_pylist()
     for row in index:
         assert dict(row["captions"])["alt"].startswith("alt text")
         name = row["url"].rsplit("/", 1)[1]
@@ -229,7 +229,7 @@ def test_folder_s3_and_webdataset_sources_agree(s3_server, tiny_vlm, ray_cluster
             return f"{row['url'].rsplit('#', 1)[1]}.{row['format']}"
         return row["url"].rsplit("/", 1)[1]
 
-    index = pq.read_table(result.run_dir / "index.parquet").to_pylist()
+    index = pq.read_table(result.run_dir / "index").to_pylist()
     by_source: dict[str, dict[str, dict]] = {}
     for row in index:
         by_source.setdefault(row["source"].split(":")[0], {})[name_of(row)] = row

@@ -33,7 +33,7 @@ def test_export_pixart_feeds_an_aspect_ratio_sampler(demo_run, tmp_path):
     res = cli("export", "pixart", str(demo_run.run_dir), str(out), "--dense", "dense")
     assert res.returncode == 0, res.stderr
     infos = json.loads((out / "InternData/data_info.json").read_text())
-    index = {r["member"]: r for r in pq.read_table(demo_run.run_dir / "index.parquet").to_pylist()}
+    index = {r["member"]: r for r in pq.read_table(demo_run.run_dir / "index").to_pylist()}
     assert {i["path"] for i in infos} == set(index)
     for info in infos:
         row = index[info["path"]]

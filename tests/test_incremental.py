@@ -19,6 +19,6 @@ def test_same_input_against_the_first_run_writes_nothing(demo_run, corpus, tiny_
     staged = first_counts["written"] + first_counts["rejected"].get("near_duplicate", 0) + first_counts["rejected"].get("exact_duplicate", 0)
     assert counts["rejected"]["earlier_run_duplicate"] == staged
     rejects = [r for r in pq.read_table(result.run_dir / "rejects").to_pylist() if r["reason"] == "earlier_run_duplicate"]
-    first_keys = set(pq.read_table(first / "index.parquet")["key"].to_pylist())
+    first_keys = set(pq.read_table(first / "index")["key"].to_pylist())
     assert all(r["near_duplicate_of"] in first_keys and "from earlier run demo" in r["detail"] for r in rejects)
     assert pq.read_table(result.run_dir / "hashes.parquet").num_rows == 0

@@ -25,7 +25,7 @@ def out(demo_run) -> Path:
 
 @pytest.fixture(scope="module")
 def index(out):
-    return {r["key"]: r for r in pq.read_table(out / "index.parquet").to_pylist()}
+    return {r["key"]: r for r in pq.read_table(out / "index").to_pylist()}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, str]]:
 
 def outputs(root: Path) -> dict[str, str]:
     """Digests of what a reader consumes: shards, index and rejects (not timings)."""
-    files = [*root.glob("ar*/*/*.tar"), root / "index.parquet"]
+    files = [*root.glob("ar*/*/*.tar"), *root.glob("index/*/*.parquet")]
     digests = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
     digests["rejects"] = hashlib.sha256(str(pq.read_table(root / "rejects").sort_by("key").to_pylist()).encode()).hexdigest()
     return digests
@@ -56,8 +56,9 @@ def test_lost_units_are_redone_and_output_is_identical(demo_run, corpus, tiny_vl
     root = tmp_path / "partial"
     shutil.copytree(demo_run.run_dir, root)
     # forget the end of the run, one ingest unit, two caption units and a shard
-    for rel in ("manifest.json", "index.parquet", "_work/write.done", "report/index.html"):
+    for rel in ("manifest.json", "_work/write.done", "report/index.html"):
         (root / rel).unlink()
+    shutil.rmtree(root / "index")
     ingest_units = sorted(p.stem for p in (root / "_work/ingest").glob("*.done"))
     for unit in ingest_units[:1]:
         for p in (root / f"_work/ingest/{unit}.done", root / f"_work/ingest/{unit}.parquet", root / f"rejects/ingest/{unit}.parquet"):
@@ -87,11 +88,11 @@ def test_killed_run_resumes_to_the_same_output(demo_run, corpus, tiny_vlm, tmp_p
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not (root / "manifest.json").exists() and not (root / "index.parquet").exists()
+    assert not (root / "manifest.json").exists() and not (root / "index").exists()
     for tar in root.glob("ar*/*/*.tar"):  # whatever is visible is whole (temporaries are hidden)
         with tarfile.open(tar) as tf:
             tf.getmembers()
     res = cli("run", *args[2:])
     assert res.returncode == 0, res.stderr
     assert outputs(root) == outputs(demo_run.run_dir)
-    assert pq.read_table(root / "index.parquet").num_rows == demo_run.manifest["counts"]["written"]
+    assert pq.read_table(root / "index").num_rows == demo_run.manifest["counts"]["written"]

@@ -89,8 +89,11 @@ class CaptionActor:
 
 
 def finalize_block(batch: dict, job_json: str) -> pa.Table:
+    return rows_to_table(finalize_rows(batch, Job.model_validate_json(job_json)), CAPTIONED)
+
+
+def finalize_rows(batch: dict, job: Job) -> list[dict]:
     """Clean every captioner's text, pick the training caption, count its tokens."""
-    job = Job.model_validate_json(job_json)
     cap = job.caption
     names = [c.name for c in cap.captioners]
     chosen_cfg = next(c for c in cap.captioners if c.name == cap.chosen)
@@ -116,8 +119,58 @@ def finalize_block(batch: dict, job_json: str) -> pa.Table:
                        detail=f"{cap.chosen} returned nothing; used alt text")
         else:
             row.update(status=Reason.EMPTY_CAPTION.value, detail=f"{cap.chosen} returned nothing and there is no alt text")
+        row["captioner"] = cap.chosen if chosen and chosen.text else "alt"
         rows.append(row)
-    return rows_to_table(rows, CAPTIONED)
+    return rows
+
+
+class ScoreActor:
+    """Ray actor: finishes the captions (finalize_rows), scores each training caption for
+    hallucination, then applies the job's action (flag, drop, or fall back to another
+    captioner's text when that one scores better)."""
+
+    def __init__(self, job_json: str):
+        from curate.devices import pick_device
+        from curate.hallucination.scorer import CaptionScorer
+
+        self.job = Job.model_validate_json(job_json)
+        self.scorer = CaptionScorer(self.job, pick_device(self.job.hallucination.num_gpus, "hallucination scorer"))
+        cap = self.job.caption
+        self.count = token_counter(cap.tokenizer or next(c for c in cap.captioners if c.name == cap.chosen).model)
+
+    def __call__(self, batch: dict) -> pa.Table:
+        rows = finalize_rows(batch, self.job)
+        todo = [i for i, r in enumerate(rows) if r["status"] == CAPTIONED_OK]
+        images = [Image.fromarray(np.asarray(batch["pixels"][i], dtype=np.uint8)) for i in todo]
+        alts = [batch["alt"][i] for i in todo]
+        scored = self.scorer.score(images, [rows[i]["caption"] for i in todo], alts)
+        for i, ev in zip(todo, scored):
+            rows[i]["evidence"] = {**ev, "captioner": rows[i]["captioner"]}
+        h = self.job.hallucination
+        over = [(k, i) for k, i in enumerate(todo) if rows[i]["evidence"]["score"] > h.threshold]
+        if h.action == "fallback" and over:
+            self._fall_back([rows[i] for _, i in over], [images[k] for k, _ in over], [alts[k] for k, _ in over])
+        elif h.action == "drop":
+            for _, i in over:
+                ev = rows[i]["evidence"]
+                rows[i].update(status=Reason.HALLUCINATION.value,
+                               detail=f"hallucination score {ev['score']:.2f} > {h.threshold} ({', '.join(ev['flags'])})")
+        for i in todo:
+            ev = rows[i]["evidence"]
+            rows[i]["hallucination"] = {"score": ev["score"], "flags": ev["flags"]}
+        return rows_to_table(rows, CAPTIONED)
+
+    def _fall_back(self, rows: list[dict], images: list[Image.Image], alts: list[str | None]) -> None:
+        name = self.job.hallucination.fallback_captioner
+        texts = [dict(r["captions"]).get(name) or "" for r in rows]
+        scored = self.scorer.score(images, texts, alts)
+        for row, text, ev in zip(rows, texts, scored):
+            if text and ev["score"] < row["evidence"]["score"]:
+                was = row["evidence"]["score"]
+                fallback = clean(text, self.count, self.job.caption.max_tokens)
+                row.update(caption=fallback.text, caption_tokens=fallback.tokens, caption_cut=fallback.cut,
+                           evidence={**ev, "captioner": name},
+                           detail=f"hallucination score {was:.2f} > {self.job.hallucination.threshold}: used {name}'s caption")
 
 
 def run_caption(job: Job, run: RunDir, progress) -> dict:
@@ -135,18 +188,30 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
         return {"units": 0, "samples": 0}
     expected = {u: counts[u] for u in pending}
     side = max(c.image_side for c in job.caption.captioners)
+    if job.hallucination.enabled and job.hallucination.ocr:   # OCR needs legible text: decode larger once
+        side = max(side, job.hallucination.ocr_side)
     ds = unit_dataset(kept, pending).map_batches(
         prepare_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root)}
     )
-    n = len(job.caption.captioners)
-    for i, cfg in enumerate(job.caption.captioners):
+    captioners, scoring = job.caption.captioners, job.hallucination.enabled
+    n = len(captioners) + scoring
+    for i, cfg in enumerate(captioners):
         num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, n)
         ds = ds.map_batches(
-            CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": i == n - 1},
+            CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": i == len(captioners) - 1 and not scoring},
             batch_size=cfg.batch_size, batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
         )
-    ds = ds.map_batches(finalize_block, batch_size=None, batch_format="numpy", fn_kwargs={"job_json": job.model_dump_json()})
+    if scoring:
+        h = job.hallucination
+        num_cpus, num_gpus = actor_resources("hallucination scorer", h.num_cpus, h.num_gpus, n)
+        ds = ds.map_batches(
+            ScoreActor, fn_constructor_kwargs={"job_json": job.model_dump_json()}, batch_size=h.batch_size,
+            batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=h.concurrency),
+        )
+    else:
+        ds = ds.map_batches(finalize_block, batch_size=None, batch_format="numpy", fn_kwargs={"job_json": job.model_dump_json()})
     task = progress.add_task("caption", total=sum(expected.values()))
     commit_by_unit(ds, expected, lambda u, rows: _commit(run, u, rows, kept), on_rows=lambda k: progress.advance(task, k))
     return {"units": len(pending), "samples": sum(expected.values())}

@@ -6,8 +6,6 @@ bucket and key), so shard sizes and names do not depend on unit sizes or run ord
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,15 +13,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import webdataset as wds
 
+from curate.card import dataset_card
 from curate.engine import split_by
-from curate.imaging import sha256
+from curate.imaging import fit_within, reencode, sha256
+from curate.outputs import output_for
 from curate.phases.caption import CAPTIONED_OK
 from curate.phases.dedup import HASHES, staged_rows
 from curate.sources import stored_bytes
-from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
+from curate.storage import (
+    RunDir,
+    read_parquet_dir,
+    write_bytes_atomic,
+    write_parquet_atomic,
+    write_partitioned_atomic,
+)
 from schemas.buckets import closest_bucket
 from schemas.job import Job
-from schemas.record import CAPTIONED, DEDUP, INDEX, rows_to_table
+from schemas.record import CAPTIONED, DEDUP, EVIDENCE, HALLUCINATION, INDEX, rows_to_table
 
 WRITE_PLAN = INDEX.append(pa.field("blob", pa.string()))  # the index plus where staged bytes are
 TAR_MTIME = 946684800  # fixed member mtime (2000-01-01) so shard bytes are reproducible
@@ -50,13 +56,28 @@ def plan_records(job: Job, run: RunDir) -> pa.Table:
             "format": m["format"], "bytes": m["bytes"], "is_4k": m["is_4k"], "ratio": m["height"] / m["width"],
             "bucket": bucket, "bucket_hw": hw, "sha256": m["sha256"], "phash": f"{m['phash']:016x}",
             "aesthetic": m["aesthetic"], "quality": m["quality"], "captions": c["captions"], "caption": c["caption"],
-            "caption_tokens": c["caption_tokens"], "caption_cut": c["caption_cut"], "dup_cluster": clusters.get(c["key"]), "blob": m["blob"],
+            "caption_tokens": c["caption_tokens"], "caption_cut": c["caption_cut"], "hallucination": c.get("hallucination"),
+            "dup_cluster": clusters.get(c["key"]), "blob": m["blob"],
         })
     records.sort(key=lambda r: (float(r["bucket"]), r["key"]))
-    for r, shard in zip(records, assign_shards(records, job.output.shard_samples, job.output.shard_bytes)):
-        r["shard"] = f"{shard_folder(job.output.bucket_table)}/{r['bucket']}/{shard:06d}.tar"
-        r["member"] = f"{r['key']}.{r['format']}"
+    out = job.output
+    for r, shard in zip(records, assign_shards(records, out.shard_samples, out.shard_bytes)):
+        r["shard"] = f"{shard_folder(out.bucket_table)}/{r['bucket']}/{shard:06d}.tar"
+        r["member_width"], r["member_height"] = fit_within(r["width"], r["height"], out.max_side)
+        r["member"] = f"{r['key']}.{member_format(r, job)}"
     return rows_to_table(records, WRITE_PLAN)
+
+
+def member_format(row: dict, job: Job) -> str:
+    return job.output.format or row["format"]
+
+
+def member_bytes(data: bytes, row: dict, job: Job) -> bytes:
+    """The original bytes, or the image re-encoded when max_side or format asks for it."""
+    fmt = member_format(row, job)
+    if fmt == row["format"] and (row["member_width"], row["member_height"]) == (row["width"], row["height"]):
+        return data
+    return reencode(data, (row["member_width"], row["member_height"]), fmt, job.output.quality)
 
 
 def assign_shards(records: list[dict], max_samples: int, max_bytes: int | None) -> list[int]:
@@ -80,26 +101,22 @@ def record_json(row: dict) -> bytes:
     return json.dumps(row, ensure_ascii=False, sort_keys=True).encode()
 
 
-def write_shard(batch: pa.Table, root: str, job_json: str) -> pa.Table:
-    """Write one shard (all rows share `shard`) atomically; an existing shard is kept as is."""
-    rel = batch["shard"][0].as_py()
-    path = Path(root) / rel
-    if path.exists():
-        return batch.select(["key"])
+def write_shard(batch: pa.Table, work: str, job_json: str) -> pa.Table:
+    """Write one shard (all rows share `shard`) atomically to the job's output; an existing
+    shard is kept as is (a resumed run)."""
     job = Job.model_validate_json(job_json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        with wds.TarWriter(fh, encoder=False, mtime=TAR_MTIME) as sink:
-            for row in batch.to_pylist():
-                data = stored_bytes({**row, "uri": row["url"]}, job, Path(root))
-                if sha256(data) != row["sha256"]:
-                    raise RuntimeError(f"{row['url']} changed since ingest (sha256 differs); re-run with --fresh")
-                record = {k: row[k] for k in INDEX.names}
-                sink.write({"__key__": row["key"], row["format"]: data, "txt": row["caption"].encode(), "json": record_json(record)})
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    output = output_for(job)
+    rel = batch["shard"][0].as_py()
+    if output.exists(rel):
+        return batch.select(["key"])
+    with output.open_write(rel) as fh, wds.TarWriter(fh, encoder=False, mtime=TAR_MTIME) as sink:
+        for row in batch.to_pylist():
+            data = stored_bytes({**row, "uri": row["url"]}, job, Path(work))
+            if sha256(data) != row["sha256"]:
+                raise RuntimeError(f"{row['url']} changed since ingest (sha256 differs); re-run with --fresh")
+            record = {k: row[k] for k in INDEX.names}
+            sink.write({"__key__": row["key"], row["member"].rsplit(".", 1)[1]: member_bytes(data, row, job),
+                        "txt": row["caption"].encode(), "json": record_json(record)})
     return batch.select(["key"])
 
 
@@ -110,18 +127,31 @@ def run_write(job: Job, run: RunDir) -> dict:
         return {"skipped": True}
     index = plan_records(job, run)
     shards = sorted(set(index["shard"].to_pylist()))
+    output_for(job).sweep(shard_folder(job.output.bucket_table))
     if shards:
         ds = ray.data.from_arrow(split_by(index, "shard")).map_batches(
             write_shard, batch_size=None, batch_format="pyarrow",
-            fn_kwargs={"root": str(run.root), "job_json": job.model_dump_json()},
+            fn_kwargs={"work": str(run.root), "job_json": job.model_dump_json()},
         )
         written = sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
         if written != index.num_rows:
             raise RuntimeError(f"wrote {written} samples for {index.num_rows} planned")
-    write_parquet_atomic(run.index, index.select(INDEX.names).sort_by("key"))
-    write_parquet_atomic(run.root / "hashes.parquet", hash_index(job, index))
+    write_partitioned_atomic(run.index, index.select(INDEX.names).sort_by("key"), "bucket")
+    write_parquet_atomic(run.hashes, hash_index(job, index))
+    write_parquet_atomic(run.report / "hallucinations.parquet", evidence_table(run, index))
+    card = dataset_card(job, index, f"{shard_folder(job.output.bucket_table)}/*/*.tar")
+    write_bytes_atomic(run.root / "README.md", card.encode())
     run.mark(run.marker("write"))
     return {"samples": index.num_rows, "shards": len(shards)}
+
+
+def evidence_table(run: RunDir, index: pa.Table) -> pa.Table:
+    """report/hallucinations.parquet: the scoring evidence of every written caption."""
+    captioned = read_parquet_dir(run.caption, CAPTIONED, ["key", "evidence"])
+    captioned = captioned.filter(pc.and_(pc.is_in(captioned["key"], index["key"]), pc.is_valid(captioned["evidence"])))
+    evidence = captioned["evidence"].combine_chunks()
+    children = evidence.flatten() if len(evidence) else [pa.array([], f.type) for f in EVIDENCE]
+    return pa.Table.from_arrays([captioned["key"], *children], schema=HALLUCINATION).sort_by("key")
 
 
 def hash_index(job: Job, index: pa.Table) -> pa.Table:

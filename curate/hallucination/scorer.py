@@ -1,0 +1,88 @@
+"""All hallucination checks of a batch of captions, free of Ray (the caption phase wraps it in
+an actor). Models load once: CLIP (the job's aesthetics model), OCR, the alt-text embedder and
+an optional open-vocabulary detector; each is skipped when the job turns it off.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from curate.hallucination.combine import combine
+from curate.hallucination.degeneration import degeneration
+from curate.hallucination.phrases import noun_phrases, sentences
+from schemas.job import Job
+
+
+class CaptionScorer:
+    def __init__(self, job: Job, device: str = "cpu"):
+        cfg = job.hallucination
+        self.cfg = cfg
+        self.clip = None
+        if job.filters.aesthetics.enabled:
+            from curate.hallucination.clipcheck import ClipChecker
+
+            self.clip = ClipChecker(job.filters.aesthetics, device)
+        self.ocr = None
+        if cfg.ocr:
+            from curate.hallucination.ocr import OcrReader
+
+            self.ocr = OcrReader(max_side=cfg.ocr_side)
+        self.alt = None
+        if cfg.alt_agreement:
+            from curate.hallucination.alttext import AltTextAgreement
+
+            self.alt = AltTextAgreement(device=device)
+        self.detector = None
+        if cfg.detector is not None:
+            from curate.hallucination.detector import PhraseDetector
+
+            self.detector = PhraseDetector(cfg.detector, device)
+
+    def score(self, images: list[Image.Image], captions: list[str], alts: list[str | None]) -> list[dict]:
+        """One evidence row (HALLUCINATION fields except key and captioner) per caption."""
+        rows = [self._text_evidence(c) for c in captions]
+        if self.clip is not None and images:
+            embeddings = self.clip.embed_images(images)
+            for row, emb in zip(rows, embeddings):
+                self._clip_evidence(row, emb)
+        if self.detector is not None:
+            for row, image in zip(rows, images):
+                hits = self.detector.detected(image, [p["text"] for p in row["phrases"]])
+                for p, hit in zip(row["phrases"], hits):
+                    p["grounded"] = hit
+        if self.ocr is not None:
+            from curate.hallucination.ocr import claims_found
+
+            for row, image in zip(rows, images):
+                if row["text_claims"]:
+                    lines = self.ocr.read(image)
+                    row["ocr_text"] = "\n".join(lines)
+                    for claim, found in zip(row["text_claims"], claims_found([c["text"] for c in row["text_claims"]], lines)):
+                        claim["found"] = found
+        agreement = self.alt.score(captions, alts) if self.alt is not None else [None] * len(captions)
+        for row, a in zip(rows, agreement):
+            row["alt_agreement"] = a
+            row["score"], row["flags"] = combine(row, self.cfg.weights, self.cfg.language)
+        return rows
+
+    def _text_evidence(self, caption: str) -> dict:
+        from curate.hallucination.ocr import text_claims
+
+        d = degeneration(caption)
+        return {
+            "sentences": [{"text": s.text, "start": s.start, "end": s.end, "clip": None, "weak": None} for s in sentences(caption)],
+            "phrases": [{"text": p.text, "start": p.start, "end": p.end, "clip": None, "grounded": None} for p in noun_phrases(caption)],
+            "text_claims": [{"text": c.text, "start": c.start, "end": c.end, "found": None} for c in text_claims(caption)],
+            "ocr_text": None, "repeated_ngrams": d.repeated_ngrams,
+            "repeated_spans": [{"start": a, "end": b} for a, b in d.repeated_spans],
+            "loop": d.loop, "truncated": d.truncated, "boilerplate": d.boilerplate, "language": d.language,
+        }
+
+    def _clip_evidence(self, row: dict, image_emb) -> None:
+        sent_scores, weak, phrase_scores, grounded = self.clip.judge(
+            image_emb, [s["text"] for s in row["sentences"]], [p["text"] for p in row["phrases"]],
+            self.cfg.sentence_z, self.cfg.phrase_z)
+        for s, score, w in zip(row["sentences"], sent_scores, weak):
+            s["clip"], s["weak"] = float(score), bool(w)
+        for p, score, g in zip(row["phrases"], phrase_scores, grounded):
+            p["clip"], p["grounded"] = float(score), bool(g)
