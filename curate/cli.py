@@ -129,12 +129,18 @@ def sample(
 @app.command("tiny-models")
 def tiny_models(folder: Annotated[Path, typer.Argument(help="Where to save the models.")], seed: int = 0):
     """Build tiny random-weight models for trials and tests (their captions are noise)."""
-    from curate.tinymodels import build_tiny_aesthetic_head, build_tiny_clip, build_tiny_vlm
+    from curate.tinymodels import (
+        build_tiny_aesthetic_head,
+        build_tiny_clip,
+        build_tiny_owlv2,
+        build_tiny_vlm,
+    )
 
     path = build_tiny_vlm(folder / "tiny-vlm", seed=seed)
     config, ckpt = build_tiny_clip(folder / "tiny-clip", seed=seed)
     head = build_tiny_aesthetic_head(folder / "tiny-aesthetic-head.pth", seed=seed)
-    out.print(f"tiny VLM: {path}\ntiny CLIP: {config} + {ckpt}\ntiny aesthetic head: {head}")
+    owl = build_tiny_owlv2(folder / "tiny-owlv2", seed=seed)
+    out.print(f"tiny VLM: {path}\ntiny CLIP: {config} + {ckpt}\ntiny aesthetic head: {head}\ntiny OWLv2 detector: {owl}")
 
 
 @app.command()

@@ -65,7 +65,10 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     chash = config_hash(job) + (f"-limit{limit}" if limit is not None else "")
     if fresh:
         run.clear()
-        clear_remote(output, run)
+        clear_remote(output)
+    elif isinstance(output, S3Output) and output.exists("manifest.json"):
+        with output.open_read("manifest.json") as fh:
+            _same_config(json.loads(fh.read())["config_hash"], chash, run, where=output.url)
     stamp = run.work / "config.json"
     if run.manifest.exists():
         manifest = json.loads(run.manifest.read_text())
@@ -132,10 +135,10 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     return RunResult(manifest, resumed=resumed, timings=timings, run_dir=run.root)
 
 
-def _same_config(found: str, expected: str, run: RunDir) -> None:
+def _same_config(found: str, expected: str, run: RunDir, where: str | None = None) -> None:
     if found != expected:
         raise JobError(
-            f"{run.root} holds a run of a different job configuration (config hash {found}, this job {expected}); "
+            f"{where or run.root} holds a run of a different job configuration (config hash {found}, this job {expected}); "
             "use --fresh to replace it or --out for a new folder"
         )
 
@@ -166,7 +169,7 @@ def publish(run: RunDir, output: LocalOutput | S3Output) -> None:
     run.mark(run.marker("published"))
 
 
-def clear_remote(output: LocalOutput | S3Output, run: RunDir) -> None:
+def clear_remote(output: LocalOutput | S3Output) -> None:
     """--fresh on an s3:// output: delete the previous run's objects (only below a prefix that
     holds a curate run's manifest, or nothing but shards of one)."""
     if isinstance(output, LocalOutput):

@@ -111,3 +111,43 @@ def build_tiny_aesthetic_head(out: str | Path, dim: int = 32, seed: int = 0) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, out)
     return out
+
+
+def build_tiny_owlv2(out: str | Path, seed: int = 0) -> Path:
+    """An OWLv2 open-vocabulary detector with a character-level CLIP BPE tokenizer.
+
+    Token ids put the specials last: OWL masks a query whose first token id is 0.
+    """
+    import string
+
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        CLIPTokenizerFast,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
+
+    chars = list(string.ascii_lowercase + string.digits + "'-.,")
+    vocab = {t: i for i, t in enumerate([*chars, *[c + "</w>" for c in chars], "<unk>", "<|startoftext|>", "<|endoftext|>"])}
+    core = Tokenizer(models.BPE(vocab, [], unk_token="<unk>", end_of_word_suffix="</w>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = CLIPTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<|startoftext|>",
+                                  eos_token="<|endoftext|>", pad_token="<|endoftext|>", model_max_length=64)
+    config = Owlv2Config(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 64, "bos_token_id": vocab["<|startoftext|>"],
+                     "eos_token_id": vocab["<|endoftext|>"], "pad_token_id": vocab["<|endoftext|>"]},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 64, "patch_size": 16},
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = Owlv2ForObjectDetection(config).eval()
+    processor = Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tokenizer)
+    out = Path(out)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

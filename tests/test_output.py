@@ -151,3 +151,25 @@ def _first_member_out(output: LocalOutput | S3Output, shard: str) -> bool:
         if parts.get("Parts"):
             return True
     return False
+
+
+def test_s3_prefix_of_another_job_is_refused_and_fresh_clears_only_a_curate_run(s3_server, corpus, tiny_vlm, tmp_path):
+    from curate.jobs import JobError, load_job
+    from curate.runner import clear_remote, run_job
+
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="guard")
+    s3.put_object(Bucket="guard", Key="run/manifest.json", Body=b'{"config_hash": "another-job"}')
+    s3.put_object(Bucket="guard", Key="run/ar1024/1.0/000000.tar", Body=b"not ours")
+    job = load_job(DEMO_JOB, demo_overrides(corpus, tiny_vlm, tmp_path) + s3_overrides(s3_server, tmp_path / "work", "s3://guard/run"))
+    with pytest.raises(JobError, match="s3://guard/run holds a run of a different job configuration"):
+        run_job(job, DEMO_JOB)
+    s3.put_object(Bucket="guard", Key="other/notes.txt", Body=b"someone else's")
+    foreign = load_job(DEMO_JOB, demo_overrides(corpus, tiny_vlm, tmp_path) + s3_overrides(s3_server, tmp_path / "w2", "s3://guard/other"))
+    from curate.outputs import output_for
+
+    with pytest.raises(JobError, match="not a curate run's output"):
+        clear_remote(output_for(foreign))
+    clear_remote(output_for(job))   # --fresh: the earlier run's objects go, the neighbour's stay
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="guard").get("Contents", [])]
+    assert keys == ["other/notes.txt"]

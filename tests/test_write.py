@@ -47,12 +47,13 @@ def test_index_answers_queries(demo_run):
     assert all(s.startswith(f"ar1024/{b}/") for b, s in zip(table["bucket"].to_pylist(), table["shard"].to_pylist()))
 
 
-def test_hugging_face_datasets_loads_the_shards_as_webdataset(demo_run):
+def test_hugging_face_datasets_loads_the_shards_as_webdataset(demo_run, tmp_path):
     from datasets import load_dataset
 
     root = demo_run.run_dir
     index = {r["key"]: r for r in pq.read_table(root / "index").to_pylist()}
-    ds = load_dataset(str(root), split="train")   # the run's dataset card names shards and features
+    # the run's dataset card names shards and features; a fresh cache (HF keys its cache by folder name)
+    ds = load_dataset(str(root), split="train", cache_dir=str(tmp_path))
     assert ds.num_rows == len(index)
     for sample in ds:
         row = index[sample["__key__"]]

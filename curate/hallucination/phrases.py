@@ -173,6 +173,17 @@ def _noun_head(w: str) -> bool:
     return w not in ABSTRACT and singular not in ABSTRACT
 
 
+SINGULAR_DETERMINERS = _words("a an this that another each every one")
+
+
+def _third_person_verb(determiner: str, content: list[re.Match]) -> bool:
+    """After a singular determiner and a noun, a last word in -s is a verb the lexicon lacks:
+    "a" never takes a plural noun ("a red bus passes", "the" is ambiguous and left alone)."""
+    last, before = content[-1].group().lower(), content[-2].group().lower()
+    return (determiner in SINGULAR_DETERMINERS and last.endswith("s") and not last.endswith(("ss", "us", "is"))
+            and before not in ADJECTIVES)
+
+
 def _is_determiner(w: str) -> bool:
     return w in DETERMINERS or w.isdigit()
 
@@ -207,6 +218,8 @@ def noun_phrases(text: str) -> list[Span]:
         content = words[n_det:]
         if not content:
             return
+        if n_det and len(content) >= 2 and _third_person_verb(words[0].group().lower(), content):
+            words, content = words[:-1], content[:-1]   # "A red bus passes" -> "A red bus"
         head = _POSSESSIVE.sub("", content[-1].group().lower())
         if not _noun_head(head):
             return
