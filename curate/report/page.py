@@ -7,24 +7,14 @@ and per source (by hallucination score, suspect spans highlighted), and a sortab
 table of samples. Work is capped for big runs (the table holds the worst rows plus a random
 sample; thumbnails are made only for rows shown) and the page says what was capped.
 
-All text that comes from data (captions, keys, sources, reasons, OCR text) is escaped.
-"""
+All text that comes from data (captions, keys, sources, reasons, OCR text) is escaped."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import functools
 import html
-import io
-import itertools
 import json
 import math
-import re
-import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -35,25 +25,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.outputs import LocalOutput, run_output
+from curate.report.charts import fmt_number, svg_bars, svg_histogram
+from curate.report.highlight import HIGHLIGHTS, align_spans, caption_spans, fmt_score, highlight
+from curate.report.thumbnails import OpenShard, Thumb, load_thumbnails
 from curate.storage import RunDir, read_index, read_parquet_dir, write_bytes_atomic
 from schemas.record import REJECTS
 
-THUMB_PX = 192            # thumbnails' longest side
-THUMB_QUALITY = 70
 MAX_TABLE_ROWS = 2000     # samples table: the worst half by hallucination score + a random sample
 WORST_PER_GROUP = 3       # worst captions shown per bucket and per source
 MAX_GROUPS = 30           # buckets / sources with worst captions shown
 MAX_REJECT_ROWS = 500     # rejected/failed examples listed (spread over reasons)
-MAX_BARS = 40             # bars per bar chart
-
-OpenShard = Callable[[str], BinaryIO]
 
 
 class ReportError(RuntimeError):
     """The folder does not hold a finished run the report can be built from."""
-
-
-# --------------------------------------------------------------------------- public API
 
 
 def write_report(run: RunDir, manifest: dict, index: pa.Table, rejects: pa.Table,
@@ -104,212 +89,6 @@ def bucket_counts(index: pa.Table) -> dict[str, int]:
     """Written samples per bucket, in bucket (h/w) order."""
     counts = pc.value_counts(index["bucket"]).to_pylist() if index.num_rows else []
     return dict(sorted(((c["values"], c["counts"]) for c in counts), key=lambda kv: _bucket_sort_key(kv[0])))
-
-
-# --------------------------------------------------------------------------- highlighting
-
-
-@dataclass(frozen=True)
-class Span:
-    start: int
-    end: int
-    cls: str          # one of HIGHLIGHTS' css classes
-    tip: str          # tooltip text
-    text: str | None = None  # the span's text as the evidence states it (to check the offsets)
-
-
-HIGHLIGHTS = {  # css class -> legend text
-    "h-weak": "weak sentence (low CLIP agreement with the image)",
-    "h-ungrounded": "ungrounded phrase (not found in the image)",
-    "h-claim": "text claim not found by OCR",
-    "h-repeat": "repeated span",
-}
-
-
-def _fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.{digits}f}"
-
-
-def caption_spans(evidence: dict | None) -> list[Span]:
-    """The suspect spans of one caption's evidence row (HALLUCINATION): weak sentences,
-    ungrounded phrases, text claims OCR did not find, repeated spans."""
-    if not evidence:
-        return []
-    spans: list[Span] = []
-    for s in evidence.get("sentences") or []:
-        if s and s.get("weak"):
-            spans.append(Span(s.get("start"), s.get("end"), "h-weak", f"weak sentence (CLIP {_fmt(s.get('clip'))})",
-                              s.get("text")))
-    for p in evidence.get("phrases") or []:
-        if p and p.get("grounded") is False:
-            spans.append(Span(p.get("start"), p.get("end"), "h-ungrounded",
-                              f"ungrounded phrase \u201c{p.get('text') or ''}\u201d (CLIP {_fmt(p.get('clip'))})",
-                              p.get("text")))
-    ocr = (evidence.get("ocr_text") or "").strip()
-    ocr_note = f"OCR read \u201c{ocr[:120]}\u201d" if ocr else "OCR read nothing"
-    for t in evidence.get("text_claims") or []:
-        if t and t.get("found") is False:
-            spans.append(Span(t.get("start"), t.get("end"), "h-claim",
-                              f"text claim \u201c{t.get('text') or ''}\u201d not found ({ocr_note})", t.get("text")))
-    for r in evidence.get("repeated_spans") or []:
-        if r:
-            spans.append(Span(r.get("start"), r.get("end"), "h-repeat", "repeated span"))
-    return spans
-
-
-def align_spans(caption: str | None, spans: Iterable[Span]) -> tuple[list[Span], int]:
-    """Check each span that states its text against the caption at its offsets. A span whose
-    text is elsewhere (offsets counted differently, e.g. in bytes) is moved to the occurrence
-    nearest its offset; one whose text is not in the caption is dropped. Returns the spans and
-    how many were dropped."""
-    caption = caption or ""
-    out, dropped = [], 0
-    for s in spans:
-        want = (s.text or "").strip()
-        if not want or s.start is None or s.end is None or caption[max(0, s.start):max(0, s.end)].strip() == want:
-            out.append(s)
-            continue
-        hits = [m.start() for m in re.finditer(re.escape(want), caption)]
-        if not hits:
-            dropped += 1
-            continue
-        at = min(hits, key=lambda h: abs(h - s.start))
-        out.append(Span(at, at + len(want), s.cls, s.tip, s.text))
-    return out, dropped
-
-
-def highlight(text: str | None, spans: Iterable[Span]) -> str:
-    """Escaped ``text`` with each suspect span wrapped in ``<mark>``.
-
-    Spans may overlap or nest: the text is cut at every span boundary and each piece gets one
-    ``<mark>`` whose classes and tooltip are those of all spans covering it (adjacent pieces
-    covered by the same spans are merged), so the markup is always well formed. Offsets are
-    character offsets into ``text``; out-of-range offsets are clipped, empty spans dropped.
-    """
-    text = text or ""
-    n = len(text)
-    clean = []
-    for s in spans:
-        if s.start is None or s.end is None:
-            continue
-        a, b = max(0, min(int(s.start), n)), max(0, min(int(s.end), n))
-        if b > a:
-            clean.append((a, b, s))
-    if not clean:
-        return html.escape(text)
-    cuts = sorted({0, n, *(a for a, _, _ in clean), *(b for _, b, _ in clean)})
-    pieces: list[tuple[tuple[Span, ...], int, int]] = []
-    for a, b in itertools.pairwise(cuts):
-        cover = tuple(s for sa, sb, s in clean if sa <= a and b <= sb)
-        if pieces and pieces[-1][0] == cover:
-            pieces[-1] = (cover, pieces[-1][1], b)
-        else:
-            pieces.append((cover, a, b))
-    out = []
-    for cover, a, b in pieces:
-        seg = html.escape(text[a:b])
-        if not cover:
-            out.append(seg)
-            continue
-        classes = " ".join(c for c in HIGHLIGHTS if any(s.cls == c for s in cover))
-        tips = "\n".join(dict.fromkeys(s.tip for s in cover))
-        out.append(f'<mark class="{classes}" title="{html.escape(tips)}">{seg}</mark>')
-    return "".join(out)
-
-
-# --------------------------------------------------------------------------- thumbnails
-
-
-@dataclass
-class Thumb:
-    uri: str
-    ok: bool
-    note: str = ""
-
-
-@functools.cache
-def _placeholder_uri() -> str:
-    """A grey "no image" JPEG shown where a sample's image cannot be read."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (THUMB_PX, THUMB_PX * 2 // 3), (226, 226, 226))
-    d = ImageDraw.Draw(img)
-    d.line((0, 0, img.width, img.height), fill=(190, 190, 190), width=2)
-    d.line((0, img.height, img.width, 0), fill=(190, 190, 190), width=2)
-    d.text((img.width // 2, img.height // 2), "no image", fill=(90, 90, 90), anchor="mm")
-    return _jpeg_uri(img)
-
-
-def _jpeg_uri(img) -> str:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def make_thumbnail(data: bytes, px: int = THUMB_PX) -> str:
-    """A JPEG data URI of the image, longest side at most ``px`` (EXIF orientation applied,
-    transparency flattened on white). Raises on undecodable data."""
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(data)) as src:
-        if src.format == "JPEG":
-            src.draft("RGB", (px, px))  # decode big JPEGs at a reduced scale
-        img = ImageOps.exif_transpose(src)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            img = Image.new("RGB", rgba.size, (255, 255, 255))
-            img.paste(rgba, mask=rgba.getchannel("A"))
-        elif img.mode.startswith("I;16") or img.mode == "I":
-            img = img.point(lambda v: v / 256).convert("L").convert("RGB")
-        elif img.mode != "RGB":
-            img = img.convert("RGB")
-        img.thumbnail((px, px), Image.Resampling.LANCZOS)
-        return _jpeg_uri(img)
-
-
-def _shard_thumbs(rel: str, members: set[str], open_shard: OpenShard) -> dict[str, Thumb]:
-    """Thumbnails of ``members`` of one shard, read as a stream (works for S3 bodies too)."""
-    found: dict[str, Thumb] = {}
-    try:
-        with contextlib.closing(open_shard(rel)) as fh, tarfile.open(fileobj=fh, mode="r|*") as tf:
-            for info in tf:
-                if info.name not in members or info.name in found or not info.isfile():
-                    continue
-                fobj = tf.extractfile(info)
-                try:
-                    found[info.name] = Thumb(make_thumbnail(fobj.read()), True)
-                except Exception as exc:  # an undecodable image gets a placeholder
-                    found[info.name] = Thumb(_placeholder_uri(), False, f"cannot decode {info.name}: {exc}")
-                if len(found) == len(members):
-                    break
-    except Exception as exc:  # an unreadable shard: placeholders, not a failed report
-        note = f"cannot read shard {rel}: {type(exc).__name__}: {exc}"
-        return found | {m: Thumb(_placeholder_uri(), False, note) for m in members - found.keys()}
-    return found | {m: Thumb(_placeholder_uri(), False, f"{m} not found in {rel}") for m in members - found.keys()}
-
-
-def load_thumbnails(wanted: Iterable[tuple[str | None, str | None]], open_shard: OpenShard,
-                    workers: int = 4) -> dict[tuple[str | None, str | None], Thumb]:
-    """Thumbnails for (shard, member) pairs; each shard is opened once. Missing → placeholder."""
-    by_shard: dict[str, set[str]] = {}
-    out: dict[tuple[str | None, str | None], Thumb] = {}
-    for shard, member in wanted:
-        if not shard or not member:
-            out[(shard, member)] = Thumb(_placeholder_uri(), False, "no shard/member in the index row")
-        else:
-            by_shard.setdefault(shard, set()).add(member)
-    if not by_shard:
-        return out
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(by_shard)))) as pool:
-        results = pool.map(lambda kv: (kv[0], _shard_thumbs(kv[0], kv[1], open_shard)), sorted(by_shard.items()))
-        for shard, thumbs in results:
-            out.update({(shard, m): t for m, t in thumbs.items()})
-    return out
-
-
-# --------------------------------------------------------------------------- data
 
 
 def _column(table: pa.Table, name: str, type_: pa.DataType | None = None) -> pa.ChunkedArray:
@@ -425,108 +204,6 @@ def _bucket_sort_key(b) -> tuple:
         return (0, float(b), "")
     except (TypeError, ValueError):
         return (1, 0.0, str(b))
-
-
-# --------------------------------------------------------------------------- charts (inline SVG)
-
-
-def _num(x: float) -> str:
-    if x == 0 or not math.isfinite(x):
-        return "0" if x == 0 else str(x)
-    ax = abs(x)
-    if ax >= 1e6:
-        return f"{x / 1e6:.3g}M"
-    if ax >= 1e4:
-        return f"{x / 1e3:.3g}k"
-    if ax >= 100 or float(x).is_integer():
-        return f"{x:.0f}"
-    return f"{x:.3g}"
-
-
-def svg_histogram(values: np.ndarray, title: str, *, bins: int = 30, integer: bool = False,
-                  lo: float | None = None, hi: float | None = None, unit: str = "") -> str:
-    """A histogram figure (inline SVG) of the finite ``values``."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    head = f"<h3>{html.escape(title)}</h3>"
-    if v.size == 0:
-        return f'<figure class="chart">{head}<p class="muted">no data</p></figure>'
-    a = float(v.min()) if lo is None else lo
-    b = float(v.max()) if hi is None else hi
-    if integer:
-        a, b = math.floor(a), math.floor(b) + 1
-        width = max(1, math.ceil((b - a) / bins))
-        edges = np.arange(a, b + width, width, dtype=np.float64)
-    else:
-        if b <= a:
-            a, b = a - 0.5, b + 0.5
-        edges = np.linspace(a, b, bins + 1)
-    counts, edges = np.histogram(np.clip(v, edges[0], edges[-1]), bins=edges)
-    step = float(edges[1] - edges[0])
-
-    def tick(x: float, within: float = step) -> str:  # enough decimals to tell values `within` apart
-        if integer or abs(x) >= 1e4 or within <= 0:
-            return _num(x)
-        text = f"{x:.{min(8, max(0, 1 - math.floor(math.log10(within))))}f}"
-        return text.rstrip("0").rstrip(".") if "." in text else text
-
-    half = float(edges[-1] - edges[0]) / 2
-    W, H, L, B, T = 440, 170, 44, 24, 8
-    pw, ph = W - L - 8, H - B - T
-    top = int(counts.max()) or 1
-    bw = pw / len(counts)
-    bars = []
-    for i, c in enumerate(counts.tolist()):
-        h = ph * c / top
-        rng = (f"{tick(edges[i])}\u2013{tick(edges[i + 1] - 1)}" if integer and edges[i + 1] - edges[i] > 1
-               else tick(edges[i]) if integer else f"{tick(edges[i])}\u2013{tick(edges[i + 1])}")
-        bars.append(f'<rect x="{L + i * bw + 0.5:.1f}" y="{T + ph - h:.1f}" width="{max(bw - 1, 0.5):.1f}" '
-                    f'height="{h:.1f}" class="bar"><title>{html.escape(rng + unit)}: {c:,}</title></rect>')
-    axis = (f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" class="axis"/>'
-            f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" class="axis"/>'
-            f'<text x="{L - 4}" y="{T + 8}" text-anchor="end">{top:,}</text>'
-            f'<text x="{L - 4}" y="{T + ph}" text-anchor="end">0</text>'
-            f'<text x="{L}" y="{H - 6}" text-anchor="start">{html.escape(tick(edges[0], half) + unit)}</text>'
-            f'<text x="{L + pw / 2:.0f}" y="{H - 6}" text-anchor="middle">{html.escape(tick((edges[0] + edges[-1]) / 2, half) + unit)}</text>'
-            f'<text x="{L + pw}" y="{H - 6}" text-anchor="end">{html.escape(tick(edges[-1], half) + unit)}</text>')
-    stats = (f"n {v.size:,} · min {_num(v.min())} · median {_num(float(np.median(v)))} · "
-             f"mean {_num(float(v.mean()))} · p95 {_num(float(np.percentile(v, 95)))} · max {_num(v.max())}")
-    return (f'<figure class="chart">{head}<svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-            f'aria-label="{html.escape(title)}">{axis}{"".join(bars)}</svg>'
-            f'<figcaption>{html.escape(stats)}</figcaption></figure>')
-
-
-def svg_bars(counts: dict[str, int] | list[tuple[str, int]], title: str, *, sort: bool = False) -> str:
-    """A horizontal bar chart figure (inline SVG), one bar per label (at most MAX_BARS)."""
-    items = list(counts.items()) if isinstance(counts, dict) else list(counts)
-    if sort:
-        items.sort(key=lambda kv: (-kv[1], str(kv[0])))
-    head = f"<h3>{html.escape(title)}</h3>"
-    if not items:
-        return f'<figure class="chart">{head}<p class="muted">none</p></figure>'
-    more = len(items) - MAX_BARS
-    items = items[:MAX_BARS]
-    total = sum(c for _, c in items) or 1
-    top = max(c for _, c in items) or 1
-    W, L, R, rowh = 440, 130, 70, 18
-    H = rowh * len(items) + 4
-    pw = W - L - R
-    rows = []
-    for i, (raw, c) in enumerate(items):
-        y = 2 + i * rowh
-        label = str(raw)
-        short = label if len(label) <= 20 else label[:19] + "\u2026"
-        w = max(pw * c / top, 1 if c else 0)
-        rows.append(f'<text x="{L - 6}" y="{y + 13}" text-anchor="end"><title>{html.escape(label)}</title>{html.escape(short)}</text>'
-                    f'<rect x="{L}" y="{y + 2}" width="{w:.1f}" height="{rowh - 5}" class="bar">'
-                    f'<title>{html.escape(label)}: {c:,} ({100 * c / total:.1f}%)</title></rect>'
-                    f'<text x="{L + w + 4:.1f}" y="{y + 13}">{c:,}</text>')
-    note = f'<figcaption>and {more} more not shown</figcaption>' if more > 0 else ""
-    return (f'<figure class="chart">{head}<svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-            f'aria-label="{html.escape(title)}">{"".join(rows)}</svg>{note}</figure>')
-
-
-# --------------------------------------------------------------------------- page
 
 
 def _esc(x) -> str:
@@ -705,7 +382,7 @@ def _worst_section(groups: list[tuple[str, int, list[int]]], n_groups: int, rows
                 f'bucket {_esc(d.get("bucket"))} · {_esc(d.get("source"))} · {_esc(d.get("width"))}\u00d7{_esc(d.get("height"))} '
                 f'{_flag_badges(r.flags)}</div><p class="caption">{r.caption_html()}</p>'
                 + (f'<div class="muted small">{" · ".join(extra)}</div>' if extra else "") + "</div></div>")
-        parts.append(f'<div class="group"><h4>{_esc(label)} <span class="muted">({size:,} samples)</span></h4>{"".join(cards)}</div>')
+        parts.append(f'<div class="group"><h4>{_esc(label)} <span class="muted">({size:,} sample{"" if size == 1 else "s"})</span></h4>{"".join(cards)}</div>')
     return f'<section id="{anchor}"><h3>Worst captions per {what}</h3>{cap}{"".join(parts)}</section>'
 
 
@@ -727,10 +404,10 @@ def _samples_table(order: list[int], rows: dict[int, Row], note: str, total: int
             f'data-search="{_esc(search.lower())}">'
             f'<td data-v="{_esc(d.get("key"))}"><code>{_esc(d.get("key"))}</code></td>'
             f"<td>{r.img()}</td>"
-            f'<td data-v="{mp:.6f}">{w}\u00d7{h}<br><span class=muted>{_num(mp) if mp else 0} MP</span>{" <span class=flag4k>4K</span>" if d.get("is_4k") else ""}</td>'
+            f'<td data-v="{mp:.6f}">{w}\u00d7{h}<br><span class=muted>{fmt_number(mp) if mp else 0} MP</span>{" <span class=flag4k>4K</span>" if d.get("is_4k") else ""}</td>'
             f'<td data-v="{_esc(d.get("bucket"))}">{_esc(d.get("bucket"))}</td>'
             f'<td data-v="{_esc(d.get("source"))}">{_esc(d.get("source"))}</td>'
-            f'<td data-v="{"" if aest is None else f"{aest:.6f}"}" class=num>{_fmt(aest, 2) if aest is not None else ""}</td>'
+            f'<td data-v="{"" if aest is None else f"{aest:.6f}"}" class=num>{fmt_score(aest, 2) if aest is not None else ""}</td>'
             f'<td data-v="{_esc(d.get("caption_tokens"))}" class=num>{_esc(d.get("caption_tokens"))}</td>'
             f'<td data-v="{"" if math.isnan(r.score) else f"{r.score:.6f}"}" class=num>{_score_cell(r.score)}</td>'
             f'<td data-v="{_esc(" ".join(r.flags))}">{_flag_badges(r.flags)}</td>'
