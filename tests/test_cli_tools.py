@@ -4,6 +4,8 @@ import hashlib
 import json
 import re
 
+import pyarrow.parquet as pq
+
 from tests.conftest import cli
 
 
@@ -37,8 +39,10 @@ def test_inspect_and_status_read_a_finished_run(demo_run):
     assert res.returncode == 0
     key = json.loads(next(iter(__import__("webdataset").WebDataset(str(shard), shardshuffle=False, empty_check=False)))["json"])["key"]
     assert key in res.stdout
-    res = cli("inspect", str(root))
-    assert res.returncode == 0 and "bucket" in res.stdout
+    res = cli("inspect", str(root), "--n", "1")
+    first = pq.read_table(root / "index").sort_by("key").slice(0, 1).to_pylist()[0]
+    assert res.returncode == 0 and first["key"] in res.stdout and first["bucket"] in res.stdout
+    assert f"{first['aesthetic']:.2f}" in res.stdout and f"{first['hallucination']['score']:.2f}" in res.stdout
     res = cli("status", str(root))
     assert res.returncode == 0
     assert re.search(rf"written\s*│\s*{demo_run.manifest['counts']['written']} │", res.stdout)
