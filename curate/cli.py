@@ -80,6 +80,10 @@ def print_summary(manifest: dict, resumed: bool, root: Path) -> None:
         i = manifest["ingest"]
         out.print(f"ingest: {i['pixel_decodes']} pixel decodes for {i['inputs_decoded']} decoded inputs; "
                   f"bytes received {manifest['transfer']['bytes_received']:,}, avoided {manifest['transfer']['bytes_avoided']:,}")
+    h = manifest.get("hallucination") or {}
+    if h.get("scored"):
+        flags = ", ".join(f"{k} {v}" for k, v in h["flags"].items()) or "none"
+        out.print(f"hallucination: {h['scored']} captions scored, mean score {h['mean_score']}; flags: {flags}")
     if manifest.get("timings_s"):
         out.print("time per phase (s): " + ", ".join(f"{k} {v}" for k, v in manifest["timings_s"].items()))
     where = manifest["outputs"].get("out", str(root))

@@ -31,6 +31,10 @@ def write_job(tmp_path: Path, text: str) -> Path:
     ("units: {size: 0}", "units.size", "greater than or equal to 1"),
     ("output: {bucket_table: 333}", "output.bucket_table", "1024 or 2048"),
     ("filters: {resolution: {min_side: [1]}}", "filters.resolution.min_side", "integer"),
+    ("hallucination: {action: fallback}", "hallucination.fallback_captioner", "must name one of the captioners"),
+    ("hallucination: {action: rewrite}", "hallucination.action", "'flag', 'drop' or 'fallback'"),
+    ("output: {part_size_mb: 1}", "output.part_size_mb", "greater than or equal to 5"),
+    ("out: gs://bucket/x", "out", "s3://bucket/prefix"),
 ])
 def test_bad_field_names_file_field_and_expectation(tmp_path, patch, field, expected):
     job = write_job(tmp_path, GOOD.format(out=tmp_path / "o", src=tmp_path, model="m/x") + patch + "\n")
