@@ -115,8 +115,12 @@ def test_url_list_crawl_counts_every_reason(web, tiny_vlm, ray_cluster, tmp_path
     assert transfer["bytes_avoided"] > 0.8 * sum((web.root / p.removeprefix("/img/")).stat().st_size for p in sent)
     # written samples carry their alt text and the original bytes
     index = pq.read_table(result.run_dir / "index").to_pylist()
+    evidence = {r["key"]: r for r in pq.read_table(result.run_dir / "report" / "hallucinations.parquet").to_pylist()}
     for row in index:
         assert dict(row["captions"])["alt"].startswith("alt text")
+        # no CLIP in this job: the text signals and the alt-text agreement score the caption
+        ev = evidence[row["key"]]
+        assert ev["alt_agreement"] is not None and all(s["clip"] is None for s in ev["sentences"])
         name = row["url"].rsplit("/", 1)[1]
         assert row["sha256"] == hashlib.sha256((web.root / name).read_bytes()).hexdigest()
     # the URL's password is never written in clear
@@ -217,6 +221,7 @@ def test_folder_s3_and_webdataset_sources_agree(s3_server, tiny_vlm, ray_cluster
         "dedup": {"exact": False, "near": False},
         "caption": {"captioners": [{"name": "dense", "model": str(tiny_vlm), "preset": "greedy",
                                     "generation": {"max_new_tokens": 6}, "image_side": 128}]},
+        "hallucination": {"enabled": False},
     }
     job_path = tmp_path / "three.yaml"
     job_path.write_text(yaml.safe_dump(job))
@@ -230,6 +235,10 @@ def test_folder_s3_and_webdataset_sources_agree(s3_server, tiny_vlm, ray_cluster
         return row["url"].rsplit("/", 1)[1]
 
     index = pq.read_table(result.run_dir / "index").to_pylist()
+    # scoring off: no scores, an empty evidence table, and the report still builds
+    assert all(r["hallucination"] is None for r in index)
+    assert pq.read_table(result.run_dir / "report" / "hallucinations.parquet").num_rows == 0
+    assert "Written samples" in (result.run_dir / "report" / "index.html").read_text()
     by_source: dict[str, dict[str, dict]] = {}
     for row in index:
         by_source.setdefault(row["source"].split(":")[0], {})[name_of(row)] = row
