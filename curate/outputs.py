@@ -10,17 +10,13 @@ next attempt starts.
 from __future__ import annotations
 
 import io
-import os
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from curate.storage import TMP_SUFFIX, open_atomic
 from schemas.job import Job, S3Options
-
-TMP_SUFFIX = ".tmp"
 
 
 class LocalOutput:
@@ -31,29 +27,11 @@ class LocalOutput:
     def exists(self, rel: str) -> bool:
         return (self.root / rel).exists()
 
-    @contextmanager
-    def open_write(self, rel: str) -> Iterator[BinaryIO]:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
-        try:
-            with open(tmp, "wb") as fh:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def open_write(self, rel: str):
+        return open_atomic(self.root / rel)
 
     def open_read(self, rel: str) -> BinaryIO:
         return open(self.root / rel, "rb")
-
-    def put_file(self, rel: str, local: Path) -> None:
-        if (self.root / rel).resolve() == local.resolve():
-            return
-        with self.open_write(rel) as fh, open(local, "rb") as src:
-            while chunk := src.read(1 << 20):
-                fh.write(chunk)
 
     def sweep(self, under: str = "") -> int:
         """Delete temporaries left by killed writers below `under`; returns how many."""
@@ -163,11 +141,10 @@ class S3Output:
         pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.key(under))
         return [u for page in pages for u in page.get("Uploads", [])]
 
-    def sweep(self, under: str = "", older_than_s: float = 0.0) -> int:
-        """Abort multipart uploads below `under` started more than `older_than_s` ago (by killed
-        writers of an earlier attempt); their parts are never visible, but they cost storage."""
-        cutoff = time.time() - older_than_s
-        stale = [u for u in self.pending_uploads(under) if u["Initiated"].timestamp() <= cutoff]
+    def sweep(self, under: str = "") -> int:
+        """Abort the multipart uploads below `under` (left by killed writers of an earlier
+        attempt); their parts are never visible, but they cost storage. Returns how many."""
+        stale = self.pending_uploads(under)
         for u in stale:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"])
         return len(stale)

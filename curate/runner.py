@@ -145,8 +145,9 @@ def _same_config(found: str, expected: str, run: RunDir, where: str | None = Non
 
 def hallucination_summary(index: pa.Table) -> dict:
     """Mean score and how many written captions carry each flag."""
-    scores = [h["score"] for h in index["hallucination"].to_pylist() if h]
-    flags = Counter(f for h in index["hallucination"].to_pylist() if h for f in h["flags"])
+    scored = [h for h in index["hallucination"].to_pylist() if h]
+    scores = [h["score"] for h in scored]
+    flags = Counter(f for h in scored for f in h["flags"])
     return {"scored": len(scores), "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
             "flags": dict(flags.most_common())}
 

@@ -10,7 +10,10 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,19 +21,32 @@ import pyarrow.parquet as pq
 
 from schemas.record import INDEX
 
+TMP_SUFFIX = ".tmp"
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+def tmp_name(path: Path) -> Path:
+    """A hidden temporary name beside `path` (`sweep` finds those left by killed writers)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+@contextmanager
+def open_atomic(path: Path) -> Iterator[BinaryIO]:
+    """A file that appears at `path` whole when the block ends, or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    with open(tmp, "wb") as fh:
+    with open_atomic(path) as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -38,10 +54,8 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def write_parquet_atomic(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with open_atomic(path) as fh:
+        pq.write_table(table, fh)
 
 
 def read_parquet_dir(folder: Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -55,7 +69,7 @@ def read_parquet_dir(folder: Path, schema: pa.Schema, columns: list[str] | None 
 def write_partitioned_atomic(folder: Path, table: pa.Table, by: str) -> None:
     """`folder/<value>/part-0.parquet` per value of column `by` (the column stays in the files,
     so every file reads alone). The folder is built beside and swapped in whole."""
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = tmp_name(folder)
     for value in sorted(set(table[by].to_pylist()), key=str):
         part = table.filter(pc.equal(table[by], value))
         (tmp / str(value)).mkdir(parents=True)

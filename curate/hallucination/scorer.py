@@ -9,6 +9,7 @@ from PIL import Image
 
 from curate.hallucination.combine import combine
 from curate.hallucination.degeneration import degeneration
+from curate.hallucination.ocr import OcrReader, claims_found, text_claims
 from curate.hallucination.phrases import noun_phrases, sentences
 from schemas.job import Job
 
@@ -24,8 +25,6 @@ class CaptionScorer:
             self.clip = ClipChecker(job.filters.aesthetics, device)
         self.ocr = None
         if cfg.ocr:
-            from curate.hallucination.ocr import OcrReader
-
             self.ocr = OcrReader(max_side=cfg.ocr_side)
         self.alt = None
         if cfg.alt_agreement:
@@ -51,8 +50,6 @@ class CaptionScorer:
                 for p, hit in zip(row["phrases"], hits):
                     p["grounded"] = hit
         if self.ocr is not None:
-            from curate.hallucination.ocr import claims_found
-
             for row, image in zip(rows, images):
                 if row["text_claims"]:
                     lines = self.ocr.read(image)
@@ -66,8 +63,6 @@ class CaptionScorer:
         return rows
 
     def _text_evidence(self, caption: str) -> dict:
-        from curate.hallucination.ocr import text_claims
-
         d = degeneration(caption)
         return {
             "sentences": [{"text": s.text, "start": s.start, "end": s.end, "clip": None, "weak": None} for s in sentences(caption)],

@@ -92,12 +92,17 @@ def finalize_block(batch: dict, job_json: str) -> pa.Table:
     return rows_to_table(finalize_rows(batch, Job.model_validate_json(job_json)), CAPTIONED)
 
 
+def budget_counter(job: Job):
+    """Token counter of the caption budget: the job's tokenizer, else the chosen captioner's."""
+    cap = job.caption
+    return token_counter(cap.tokenizer or next(c for c in cap.captioners if c.name == cap.chosen).model)
+
+
 def finalize_rows(batch: dict, job: Job) -> list[dict]:
     """Clean every captioner's text, pick the training caption, count its tokens."""
     cap = job.caption
     names = [c.name for c in cap.captioners]
-    chosen_cfg = next(c for c in cap.captioners if c.name == cap.chosen)
-    count = token_counter(cap.tokenizer or chosen_cfg.model)
+    count = budget_counter(job)
     rows = []
     for i in range(len(batch["key"])):
         row = {"unit": batch["unit"][i], "key": batch["key"][i]}
@@ -135,8 +140,6 @@ class ScoreActor:
 
         self.job = Job.model_validate_json(job_json)
         self.scorer = CaptionScorer(self.job, pick_device(self.job.hallucination.num_gpus, "hallucination scorer"))
-        cap = self.job.caption
-        self.count = token_counter(cap.tokenizer or next(c for c in cap.captioners if c.name == cap.chosen).model)
 
     def __call__(self, batch: dict) -> pa.Table:
         rows = finalize_rows(batch, self.job)
@@ -167,7 +170,7 @@ class ScoreActor:
         for row, text, ev in zip(rows, texts, scored):
             if text and ev["score"] < row["evidence"]["score"]:
                 was = row["evidence"]["score"]
-                fallback = clean(text, self.count, self.job.caption.max_tokens)
+                fallback = clean(text, budget_counter(self.job), self.job.caption.max_tokens)
                 row.update(caption=fallback.text, caption_tokens=fallback.tokens, caption_cut=fallback.cut,
                            evidence={**ev, "captioner": name},
                            detail=f"hallucination score {was:.2f} > {self.job.hallucination.threshold}: used {name}'s caption")

@@ -39,10 +39,9 @@ def shard_folder(table: int) -> str:
     return f"ar{table}"
 
 
-def plan_records(job: Job, run: RunDir) -> pa.Table:
+def plan_records(job: Job, run: RunDir, captioned: pa.Table) -> pa.Table:
     """Index rows (without file checks) for every captioned sample, with shard and member."""
-    captioned = read_parquet_dir(run.caption, CAPTIONED)
-    captioned = captioned.filter(pc.equal(captioned["status"], CAPTIONED_OK))
+    captioned = captioned.filter(pc.equal(captioned["status"], CAPTIONED_OK)).drop_columns(["evidence"])
     staged = staged_rows(run)
     dedup = pq.read_table(run.dedup, schema=DEDUP).select(["key", "dup_cluster"])
     meta = {r["key"]: r for r in staged.to_pylist()}
@@ -125,7 +124,8 @@ def run_write(job: Job, run: RunDir) -> dict:
 
     if run.is_done(run.marker("write")):
         return {"skipped": True}
-    index = plan_records(job, run)
+    captioned = read_parquet_dir(run.caption, CAPTIONED)
+    index = plan_records(job, run, captioned)
     shards = sorted(set(index["shard"].to_pylist()))
     output_for(job).sweep(shard_folder(job.output.bucket_table))
     if shards:
@@ -138,16 +138,15 @@ def run_write(job: Job, run: RunDir) -> dict:
             raise RuntimeError(f"wrote {written} samples for {index.num_rows} planned")
     write_partitioned_atomic(run.index, index.select(INDEX.names).sort_by("key"), "bucket")
     write_parquet_atomic(run.hashes, hash_index(job, index))
-    write_parquet_atomic(run.report / "hallucinations.parquet", evidence_table(run, index))
+    write_parquet_atomic(run.report / "hallucinations.parquet", evidence_table(captioned, index))
     card = dataset_card(job, index, f"{shard_folder(job.output.bucket_table)}/*/*.tar")
     write_bytes_atomic(run.root / "README.md", card.encode())
     run.mark(run.marker("write"))
     return {"samples": index.num_rows, "shards": len(shards)}
 
 
-def evidence_table(run: RunDir, index: pa.Table) -> pa.Table:
+def evidence_table(captioned: pa.Table, index: pa.Table) -> pa.Table:
     """report/hallucinations.parquet: the scoring evidence of every written caption."""
-    captioned = read_parquet_dir(run.caption, CAPTIONED, ["key", "evidence"])
     captioned = captioned.filter(pc.and_(pc.is_in(captioned["key"], index["key"]), pc.is_valid(captioned["evidence"])))
     evidence = captioned["evidence"].combine_chunks()
     children = evidence.flatten() if len(evidence) else [pa.array([], f.type) for f in EVIDENCE]
