@@ -137,6 +137,7 @@ def tiny_models(folder: Annotated[Path, typer.Argument(help="Where to save the m
         build_tiny_aesthetic_head,
         build_tiny_clip,
         build_tiny_owlv2,
+        build_tiny_t5_tokenizer,
         build_tiny_vlm,
     )
 
@@ -144,7 +145,9 @@ def tiny_models(folder: Annotated[Path, typer.Argument(help="Where to save the m
     config, ckpt = build_tiny_clip(folder / "tiny-clip", seed=seed)
     head = build_tiny_aesthetic_head(folder / "tiny-aesthetic-head.pth", seed=seed)
     owl = build_tiny_owlv2(folder / "tiny-owlv2", seed=seed)
-    out.print(f"tiny VLM: {path}\ntiny CLIP: {config} + {ckpt}\ntiny aesthetic head: {head}\ntiny OWLv2 detector: {owl}")
+    t5 = build_tiny_t5_tokenizer(folder / "tiny-t5-tokenizer")
+    out.print(f"tiny VLM: {path}\ntiny CLIP: {config} + {ckpt}\ntiny aesthetic head: {head}\ntiny OWLv2 detector: {owl}\n"
+              f"tiny T5 tokenizer (caption budget): {t5}")
 
 
 @app.command()
@@ -223,12 +226,19 @@ def export_pixart_cmd(
     folder: Annotated[Path, typer.Argument(help="Where to write InternImgs/ and InternData/data_info.json.")],
     dense: Annotated[str | None, typer.Option(help="Captioner for `sharegpt4v` (default: the training caption).")] = None,
     prompt: Annotated[str, typer.Option(help="Captioner (or alt) for `prompt`, the original caption.")] = "alt",
+    prompt_fallback: Annotated[str | None, typer.Option(
+        help="Captioner whose text is the `prompt` of samples without one (default: the training caption), "
+             "so PixArt never trains on an empty prompt.")] = None,
+    only_4k: Annotated[bool, typer.Option("--only-4k", help="Only the samples tagged 4K.")] = False,
+    bucket: Annotated[list[str] | None, typer.Option(help="Only these aspect-ratio buckets (h/w key, repeatable).")] = None,
+    min_aesthetic: Annotated[float | None, typer.Option(help="Only samples with at least this aesthetic score.")] = None,
 ):
     """PixArt-sigma's data layout (InternImgs + data_info.json) from a run's shards."""
     from curate.export import export_pixart
 
     try:
-        n = export_pixart(run_dir, folder, dense=dense, prompt=prompt)
+        n = export_pixart(run_dir, folder, dense=dense, prompt=prompt, prompt_fallback=prompt_fallback,
+                          only_4k=only_4k, buckets=bucket, min_aesthetic=min_aesthetic)
     except (FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc), code=1)
     out.print(f"exported {n} samples to {folder}/InternImgs and {folder}/InternData/data_info.json")

@@ -136,12 +136,18 @@ def decode_working(data: bytes, side: int) -> Image.Image:
                 img.draft("RGB", (side // 2, side // 2))
             img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
             img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
+            return rgb8(img)
     except Exception as exc:
         raise ProbeError("decode_error", f"pixel data unreadable: {exc}") from None
 
 
 ENCODERS = {ext: fmt for fmt, ext in FORMATS.items()}
+
+# Stored forms of a member image (the index's `stored_as`)
+ORIGINAL, LOSSLESS, REENCODED = "original", "lossless_transform", "reencoded"
+# jpegtran switches that apply each EXIF orientation (jpegtran rotates clockwise)
+_JPEGTRAN = {2: ["-flip", "horizontal"], 3: ["-rotate", "180"], 4: ["-flip", "vertical"], 5: ["-transpose"],
+             6: ["-rotate", "90"], 7: ["-transverse"], 8: ["-rotate", "270"]}
 
 
 def fit_within(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -152,18 +158,86 @@ def fit_within(width: int, height: int, max_side: int | None) -> tuple[int, int]
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def for_training(data: bytes, size: tuple[int, int], fmt: str | None, quality: int) -> tuple[bytes, str]:
+    """The bytes a trainer should get: pixels stored upright (no EXIF orientation left to apply),
+    `size` (the upright size, or smaller for max_side), 8-bit RGB, in `fmt` (None: the source's).
+
+    Returns (bytes, how): the original bytes when they already are all that; a lossless JPEG
+    transform (jpegtran -perfect) when only the EXIF orientation is wrong; else a re-encode.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        src, mode, orientation = FORMATS[img.format], img.mode, _orientation(img)
+        upright = img.size[::-1] if orientation in _SWAPS_AXES else img.size
+    fmt = fmt or src
+    same_pixels = tuple(size) == tuple(upright) and fmt == src and mode == "RGB"
+    if same_pixels and orientation == 1:
+        return data, ORIGINAL
+    if same_pixels and fmt == "jpg":
+        rotated = jpegtran(data, orientation)
+        if rotated is not None:
+            return rotated, LOSSLESS
+    return reencode(data, size, fmt, quality), REENCODED
+
+
+def jpegtran(data: bytes, orientation: int) -> bytes | None:
+    """`data` (a JPEG) turned upright without re-encoding, its EXIF dropped (ICC kept); None when
+    jpegtran is not installed or the transform is not exact for this image (partial edge blocks)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("jpegtran")
+    if exe is None or orientation not in _JPEGTRAN:
+        return None
+    try:
+        done = subprocess.run([exe, "-perfect", "-copy", "icc", *_JPEGTRAN[orientation]], input=data,
+                              capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 and done.stdout else None
+
+
 def reencode(data: bytes, size: tuple[int, int], fmt: str, quality: int) -> bytes:
-    """The image upright (EXIF orientation applied, then dropped), resized to `size` with
-    Lanczos when it differs, encoded as `fmt` (jpg, png or webp). Deterministic bytes."""
+    """The image upright (EXIF orientation applied, then dropped), 8-bit RGB, resized to `size`
+    with Lanczos when it differs, encoded as `fmt`.
+    A JPEG that is only turned keeps its quantisation tables and subsampling. Deterministic bytes."""
     with Image.open(io.BytesIO(data)) as src:
-        img = ImageOps.exif_transpose(src)
+        tables = _jpeg_tables(src) if src.format == "JPEG" else None
+        icc = src.info.get("icc_profile") if src.mode != "CMYK" else None
+        img = rgb8(ImageOps.exif_transpose(src))
     if img.size != tuple(size):
         img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    if fmt == "jpg" and img.mode not in ("RGB", "L"):
-        img = img.convert("RGB")
+        tables = None
+    options: dict = {"icc_profile": icc} if icc else {}
+    if fmt == "jpg":
+        options |= tables or {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
+    elif fmt == "webp":
+        options |= {"quality": quality, "method": 4}
     buf = io.BytesIO()
-    img.save(buf, ENCODERS[fmt], **({"quality": quality} if fmt in ("jpg", "webp") else {}))
+    img.save(buf, ENCODERS[fmt], **options)
     return buf.getvalue()
+
+
+def _jpeg_tables(img: Image.Image) -> dict | None:
+    from PIL import JpegImagePlugin
+
+    if img.mode != "RGB" or not getattr(img, "quantization", None):
+        return None
+    return {"qtables": img.quantization, "subsampling": JpegImagePlugin.get_sampling(img)}
+
+
+def rgb8(img: Image.Image) -> Image.Image:
+    """8-bit RGB, what every trainer batches: 16-bit grey keeps its top 8 bits (not clipped),
+    transparency is composited on white, grey/palette/CMYK are converted."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La"):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def sha256(data: bytes) -> str:

@@ -132,9 +132,26 @@ def check_paths(job: Job, job_path: str | Path) -> list[str]:
                             "(or an open_clip pretrained tag such as 'openai')")
         if aes.clip_config and not Path(aes.clip_config).exists():
             problems.append(f"filters.aesthetics.clip_config: {aes.clip_config}: expected a model config JSON file or folder")
-    if job.caption.tokenizer and looks_local(job.caption.tokenizer) and not Path(job.caption.tokenizer).exists():
-        problems.append(f"caption.tokenizer: {job.caption.tokenizer}: expected an existing tokenizer folder")
+    problem = budget_tokenizer_problem(job.caption.tokenizer)
+    if problem:
+        problems.append(f"caption.tokenizer: {problem}")
     return [f"{job_path}: {p}" for p in problems]
+
+
+def budget_tokenizer_problem(name: str) -> str | None:
+    """Why the caption budget's tokenizer cannot be loaded here, in one line (None: it loads).
+    The budget is never counted in another tokenizer instead."""
+    if looks_local(name) and not Path(name).exists():
+        return f"{name}: expected an existing tokenizer folder (the text encoder's, e.g. T5's spiece.model + tokenizer_config.json)"
+    try:
+        from captioners.postprocess import token_counter
+
+        token_counter(name)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return (f"{name}: cannot load the text encoder's tokenizer ({type(exc).__name__}: {first}); download it "
+                "(huggingface-cli download, with HF_HUB_OFFLINE unset) or name a local folder")
+    return None
 
 
 def looks_local(name: str) -> bool:

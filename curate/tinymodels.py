@@ -151,3 +151,29 @@ def build_tiny_owlv2(out: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_t5_tokenizer(out: str | Path, vocab_size: int = 100) -> Path:
+    """A T5 tokenizer the way google/t5-v1_1-* ship theirs (a SentencePiece unigram model,
+    `spiece.model`, no tokenizer.json), trained on a few sentences: the caption token budget is
+    counted in it through the same AutoTokenizer path a real T5 takes."""
+    import io
+    import json
+    import random
+
+    import sentencepiece as spm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    text = "\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) + "." for _ in range(400))
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text.splitlines()), model_writer=model, vocab_size=vocab_size,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0,
+                                   minloglevel=2)
+    (out / "spiece.model").write_bytes(model.getvalue())
+    # the files google/t5-v1_1-xxl ships beside spiece.model
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+        "extra_ids": 0, "model_max_length": 512}))
+    return out

@@ -15,6 +15,8 @@ def resolution_verdict(width: int, height: int, rule: ResolutionConfig) -> tuple
         return Reason.TOO_FEW_PIXELS, f"{width * height} pixels < min_pixels {rule.min_pixels}"
     if long / short > rule.max_aspect:
         return Reason.EXTREME_ASPECT, f"aspect {long / short:.2f} > max_aspect {rule.max_aspect}"
+    if rule.require_4k and not is_4k(width, height, rule):
+        return Reason.NOT_4K, f"{width}x{height} is not 4K (short side >= {rule.fourk.min_short}, long side >= {rule.fourk.min_long})"
     return None
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SHARE_CAPTIONER_PROMPT = "Analyze the image in a comprehensive and detailed manner."
+T5_TOKENIZER = "google/t5-v1_1-xxl"   # PixArt-sigma's text encoder (T5-XXL), max_length 300
 
 
 class Strict(BaseModel):
@@ -97,6 +98,7 @@ class ResolutionConfig(Strict):
     min_pixels: int = Field(0, ge=0, description="Reject when width*height is smaller.")
     max_aspect: float = Field(4.5, ge=1, description="Reject when long/short side exceeds this (PixArt-sigma drops ratio > 4.5).")
     fourk: FourKRule = Field(default_factory=FourKRule, description="An image is tagged 4K when both sides reach these.")
+    require_4k: bool = Field(False, description="Keep only images the `fourk` rule tags 4K (reason not_4k): a 4K subset job.")
 
 
 class IngestConfig(Strict):
@@ -194,8 +196,11 @@ class CaptionConfig(Strict):
     captioners: list[CaptionerConfig] = Field(min_length=1)
     use: str | None = Field(None, description="Captioner whose text becomes the training `caption` (default: the first).")
     fallback_to_alt: bool = Field(True, description="Use the alt text when the chosen captioner returned nothing.")
-    max_tokens: int = Field(300, ge=1, description="Token budget of the training text encoder (PixArt-sigma: T5, 300).")
-    tokenizer: str | None = Field(None, description="Tokenizer for the budget (repo id or folder); default: the captioner's own.")
+    max_tokens: int = Field(300, ge=1, description="Token budget of the training text encoder, counted in `tokenizer` with its "
+                            "special tokens (PixArt-sigma: T5, max_length 300; PixArt-alpha: 120).")
+    tokenizer: str = Field(T5_TOKENIZER, description="The tokenizer of the text encoder the budget protects (repo id or folder), "
+                           "never the captioner's own: Qwen/LLaMA tokenizers count fewer tokens than T5, so their 300 would "
+                           "be cut mid-sentence at training time. Must load where the job runs (validation fails otherwise).")
 
     @model_validator(mode="after")
     def _use_names_a_captioner(self) -> CaptionConfig:
@@ -204,10 +209,6 @@ class CaptionConfig(Strict):
             raise ValueError(f"captioner names must be unique, got {names}")
         if self.use is not None and self.use not in names:
             raise ValueError(f"use: {self.use!r} is not one of the captioners {names}")
-        chosen = next(c for c in self.captioners if c.name == self.chosen)
-        if chosen.backend == "openai" and not self.tokenizer:
-            raise ValueError("tokenizer: required when the training caption comes from an openai backend "
-                             "(the token budget needs the text encoder's tokenizer)")
         return self
 
     @property
@@ -260,8 +261,11 @@ class OutputConfig(Strict):
                                     "with max_side, counted on the source bytes.")
     max_side: int | None = Field(None, ge=64, description="Downscale images whose longer side exceeds this (upright, Lanczos) and "
                                  "re-encode them, for lower-resolution training variants; none keeps the original bytes.")
-    format: Literal["jpg", "webp", "png"] | None = Field(None, description="Re-encode images in another format than the source's "
-                                                         "(also those max_side leaves alone); default: keep the source format.")
+    format: Literal["jpg", "webp", "png", "keep"] = Field(
+        "jpg", description="Format of every stored image, so each sample has one image field (`jpg`) for every reader. JPEG inputs "
+        "keep their bytes when already upright (EXIF-rotated ones are turned losslessly with jpegtran when installed, else "
+        "re-encoded with their own quantisation tables); PNG/WebP inputs are re-encoded. `keep`: each input's own format "
+        "(then samples carry jpg, png or webp fields). The index's `stored_as` says which happened.")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality of re-encoded images.")
     work_dir: str | None = Field(None, description="Local folder for staging, commit markers and copies of the index and report when "
                                  "`out` is s3:// (default: .curate/<job name>); on a cluster it must be shared by all nodes.")

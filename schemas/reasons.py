@@ -35,6 +35,7 @@ class Reason(StrEnum):
     TOO_SMALL = "too_small"
     TOO_FEW_PIXELS = "too_few_pixels"
     EXTREME_ASPECT = "extreme_aspect"
+    NOT_4K = "not_4k"
     # ingest: quality and aesthetics
     BLANK = "blank"
     BLURRY = "blurry"

@@ -80,7 +80,9 @@ INDEX = pa.schema([
     ("shard", pa.string()),           # path relative to the output (folder or s3:// prefix)
     ("member", pa.string()),          # image member name inside the shard
     ("member_width", pa.int32()),     # the stored image's size: width/height unless output.max_side
-    ("member_height", pa.int32()),    # downscaled it (re-encoded images are stored upright)
+    ("member_height", pa.int32()),    # downscaled it; stored pixels are always upright (no EXIF orientation)
+    ("stored_as", pa.string()),       # original | lossless_transform (jpegtran, EXIF-rotated JPEG) | reencoded
+    ("member_bytes", pa.int64()),     # size of the stored image member
 ])
 
 # Spans of a caption (character offsets into it) and how each was judged.

@@ -47,8 +47,10 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_vlm(models_dir) -> Path:
-    from curate.tinymodels import build_tiny_vlm
+    """The tiny VLM, and beside it the tiny T5 tokenizer that counts the caption budget."""
+    from curate.tinymodels import build_tiny_t5_tokenizer, build_tiny_vlm
 
+    build_tiny_t5_tokenizer(models_dir / "tiny-t5-tokenizer")
     return build_tiny_vlm(models_dir / "tiny-vlm")
 
 
@@ -83,6 +85,7 @@ def s3_server(tmp_path_factory):
 def demo_overrides(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:
     models = tiny_vlm.parent
     return [f"sources.0.path={corpus}", f"caption.captioners.0.model={tiny_vlm}", f"caption.captioners.1.model={tiny_vlm}", f"out={out}",
+            f"caption.tokenizer={models / 'tiny-t5-tokenizer'}",
             f"filters.aesthetics.clip_config={models / 'tiny-clip/tiny-clip.json'}",
             f"filters.aesthetics.clip_pretrained={models / 'tiny-clip/tiny-clip.pt'}",
             f"filters.aesthetics.head={models / 'tiny-aesthetic-head.pth'}"]

@@ -56,17 +56,17 @@ def test_missing_model_names_itself(tmp_path):
 
 
 def test_caption_actor_keeps_rows_that_could_not_be_read(tiny_vlm):
-    from curate.phases.caption import CaptionActor, object_array
+    from curate.phases.caption import PREPARED, CaptionActor, prepared_row
+    from schemas.record import rows_to_table
 
     cfg = CaptionerConfig(name="dense", model=str(tiny_vlm), preset="greedy", generation={"max_new_tokens": 6})
     actor = CaptionActor(cfg.model_dump_json(), drop_pixels=True)
-    pixels = object_array([np.asarray(im) for im in images(3)])
-    batch = {"unit": np.array(["u"] * 3, dtype=object), "key": np.array(["a", "b", "c"], dtype=object),
-             "alt": np.array([None] * 3, dtype=object), "pixels": pixels,
-             "prep_error": np.array(["", "OSError: gone", ""], dtype=object)}
-    out = actor(batch)
-    assert "pixels" not in out
-    assert out["err_dense"][1] == "OSError: gone" and out["raw_dense"][1] == ""
+    a, _, c = images(3)
+    batch = rows_to_table([prepared_row("u", "a", None, a), prepared_row("u", "b", None, None, "OSError: gone"),
+                           prepared_row("u", "c", None, c)], PREPARED)
+    out = actor(batch).to_pydict()
+    assert "pixels" not in out and out["alt"] == [None, None, None]
+    assert out["err_dense"][1] == "OSError: gone" and out["raw_dense"][1] is None
     assert out["raw_dense"][0] and out["raw_dense"][2]
 
 
@@ -150,10 +150,20 @@ def test_vllm_backend_names_its_extra_when_vllm_is_missing(tiny_vlm):
         build_captioner(CaptionerConfig(name="v", backend="vllm", model=str(tiny_vlm)))
 
 
-def test_openai_chosen_caption_needs_a_budget_tokenizer():
-    from pydantic import ValidationError
+def test_the_budget_is_counted_in_t5_and_an_unloadable_tokenizer_is_one_clear_line(tiny_vlm, tmp_path):
+    from captioners.postprocess import token_counter
+    from curate.jobs import budget_tokenizer_problem
+    from schemas.job import T5_TOKENIZER, CaptionConfig
 
-    from schemas.job import CaptionConfig
+    # the default is PixArt-sigma's T5, whatever the captioner (no fallback to the captioner's tokenizer)
+    assert CaptionConfig(captioners=[{"name": "d", "model": str(tiny_vlm)}]).tokenizer == T5_TOKENIZER
+    problem = budget_tokenizer_problem(T5_TOKENIZER)   # no hub here: it cannot load
+    assert problem.startswith(f"{T5_TOKENIZER}: cannot load the text encoder's tokenizer") and "\n" not in problem
+    assert "expected an existing tokenizer folder" in budget_tokenizer_problem(str(tmp_path / "absent"))
+    t5 = tiny_vlm.parent / "tiny-t5-tokenizer"
+    assert budget_tokenizer_problem(str(t5)) is None
+    # counted as PixArt's T5 call counts: with the closing </s>
+    from transformers import AutoTokenizer
 
-    with pytest.raises(ValidationError, match="tokenizer: required"):
-        CaptionConfig(captioners=[{"name": "api", "backend": "openai", "model": "m", "api": {"base_url": "http://x/v1"}}])
+    text = "a red car near the house."
+    assert token_counter(str(t5))(text) == len(AutoTokenizer.from_pretrained(t5)(text)["input_ids"]) == 8

@@ -96,16 +96,16 @@ def test_combined_score_is_the_weighted_mean_of_the_measured_signals():
     assert combine(evidence(loop=True, sentences=[{"clip": 0, "weak": True}]), only_text, "en")[0] == 1.0
 
 
-def caption_batch(dense: list[str], short: list[str], prep_errors: list[str]) -> dict:
+def caption_batch(dense: list[str], short: list[str], prep_errors: list[str]):
     """What the last captioner actor hands the scorer: pixels plus every captioner's raw text."""
-    from curate.phases.caption import object_array
+    from curate.phases.caption import PREPARED, prepared_row, with_columns
+    from schemas.record import rows_to_table
 
     n = len(dense)
-    return {"unit": np.array(["u"] * n, dtype=object), "key": np.array([f"k{i}" for i in range(n)], dtype=object),
-            "alt": np.array([None] * n, dtype=object), "prep_error": np.array(prep_errors, dtype=object),
-            "pixels": object_array([np.asarray(picture(c)) for c in ("white", "navy", "orange")[:n]]),
-            "raw_dense": np.array(dense, dtype=object), "err_dense": np.array([""] * n, dtype=object),
-            "raw_short": np.array(short, dtype=object), "err_short": np.array([""] * n, dtype=object)}
+    rows = [prepared_row("u", f"k{i}", None, None if err else picture(c), err or None)
+            for i, (c, err) in enumerate(zip(("white", "navy", "orange"), prep_errors))]
+    return with_columns(rows_to_table(rows, PREPARED), {"raw_dense": dense, "err_dense": [""] * n,
+                                                        "raw_short": short, "err_short": [""] * n})
 
 
 # only degeneration decides, and the random tiny CLIP neither weakens nor ungrounds anything

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -36,29 +35,48 @@ def kept_rows(run: RunDir) -> pa.Table:
     return staged.filter(pc.is_in(staged["key"], keep)).sort_by("key")
 
 
-def prepare_block(batch: pa.Table, side: int, job_json: str, root: str) -> dict:
+# What the CPU tasks hand the captioners: typed Arrow, so a column that is null in every row of
+# a batch stays a typed null (numpy object batches come back from Ray Data as NaN or bytes).
+PREPARED = pa.schema([("unit", pa.string()), ("key", pa.string()), ("alt", pa.string()),
+                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string())])
+
+
+def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None) -> dict:
+    """One row of PREPARED: the RGB pixels of `image`, or the error that stopped its decode."""
+    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error}
+    if image is not None:
+        row.update(pixels=image.tobytes(), pixels_shape=[image.height, image.width])
+    return row
+
+
+def prepare_block(batch: pa.Table, side: int, job_json: str, root: str) -> pa.Table:
     """Decode and shrink each image to `side` (long side) in a CPU task."""
     job = Job.model_validate_json(job_json)
-    pixels, errors = [], []
-    for row in batch.select(["key", "uri", "source", "blob"]).to_pylist():
+    rows = []
+    for row in batch.select(["unit", "key", "alt", "uri", "source", "blob"]).to_pylist():
         try:
-            pixels.append(np.asarray(decode_working(stored_bytes(row, job, Path(root)), side)))
-            errors.append("")
+            image, error = decode_working(stored_bytes(row, job, Path(root)), side), None
         except Exception as exc:
-            pixels.append(np.zeros((1, 1, 3), np.uint8))
-            errors.append(f"{type(exc).__name__}: {exc}")
-    out = {name: np.array(batch[name].to_pylist(), dtype=object) for name in ("unit", "key", "alt")}
-    out["pixels"] = object_array(pixels)
-    out["prep_error"] = np.array(errors, dtype=object)
-    return out
+            image, error = None, f"{type(exc).__name__}: {exc}"
+        rows.append(prepared_row(row["unit"], row["key"], row["alt"], image, error))
+    return rows_to_table(rows, PREPARED)
 
 
-def object_array(items: list) -> np.ndarray:
-    """A 1-D object array of arrays (np.array would stack equal shapes into one block)."""
-    arr = np.empty(len(items), dtype=object)
-    for i, item in enumerate(items):
-        arr[i] = item
-    return arr
+def images_of(batch: pa.Table, rows: list[int]) -> list[Image.Image]:
+    """The prepared RGB images of the given rows of a batch."""
+    pixels, shapes = batch["pixels"], batch["pixels_shape"]
+    return [Image.frombytes("RGB", (shapes[i][1].as_py(), shapes[i][0].as_py()), pixels[i].as_py()) for i in rows]
+
+
+def with_columns(batch: pa.Table, columns: dict[str, list[str | None]]) -> pa.Table:
+    """`batch` plus string columns (replacing any of the same name)."""
+    for name, values in columns.items():
+        array = pa.array(values, pa.string())
+        if name in batch.column_names:
+            batch = batch.set_column(batch.column_names.index(name), name, array)
+        else:
+            batch = batch.append_column(name, array)
+    return batch
 
 
 class CaptionActor:
@@ -69,37 +87,33 @@ class CaptionActor:
         self.captioner = build_captioner(self.cfg)
         self.drop_pixels = drop_pixels
 
-    def __call__(self, batch: dict) -> dict:
-        n = len(batch["key"])
-        texts = [""] * n
-        errors = list(batch["prep_error"])
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        texts: list[str | None] = [None] * n
+        errors = [e or "" for e in batch["prep_error"].to_pylist()]
         ok = [i for i in range(n) if not errors[i]]
         if ok:
-            images = [Image.fromarray(np.asarray(batch["pixels"][i], dtype=np.uint8)) for i in ok]
-            metas = [{"key": batch["key"][i], "alt": batch["alt"][i]} for i in ok]
-            for i, res in zip(ok, self.captioner.caption(images, metas)):
+            keys, alts = batch["key"].to_pylist(), batch["alt"].to_pylist()
+            metas = [{"key": keys[i], "alt": alts[i]} for i in ok]
+            for i, res in zip(ok, self.captioner.caption(images_of(batch, ok), metas)):
                 texts[i] = res.text or ""
                 errors[i] = f"caption: {res.error}" if res.error else ""
-        out = dict(batch)
-        out[f"raw_{self.cfg.name}"] = np.array(texts, dtype=object)
-        out[f"err_{self.cfg.name}"] = np.array(errors, dtype=object)
-        if self.drop_pixels:
-            out.pop("pixels")
-        return out
+        out = with_columns(batch, {f"raw_{self.cfg.name}": texts, f"err_{self.cfg.name}": errors})
+        return out.drop_columns(["pixels"]) if self.drop_pixels else out
 
 
-def finalize_block(batch: dict, job_json: str) -> pa.Table:
+def finalize_block(batch: pa.Table, job_json: str) -> pa.Table:
     return rows_to_table(finalize_rows(batch, Job.model_validate_json(job_json)), CAPTIONED)
 
 
 def budget_counter(job: Job):
-    """Token counter of the caption budget: the job's tokenizer, else the chosen captioner's."""
-    cap = job.caption
-    return token_counter(cap.tokenizer or next(c for c in cap.captioners if c.name == cap.chosen).model)
+    """Token counter of the caption budget, in the text encoder's tokenizer (`caption.tokenizer`)."""
+    return token_counter(job.caption.tokenizer)
 
 
-def finalize_rows(batch: dict, job: Job) -> list[dict]:
+def finalize_rows(table: pa.Table, job: Job) -> list[dict]:
     """Clean every captioner's text, pick the training caption, count its tokens."""
+    batch = table.drop_columns([c for c in ("pixels", "pixels_shape") if c in table.column_names]).to_pydict()
     cap = job.caption
     names = [c.name for c in cap.captioners]
     count = budget_counter(job)
@@ -141,11 +155,11 @@ class ScoreActor:
         self.job = Job.model_validate_json(job_json)
         self.scorer = CaptionScorer(self.job, pick_device(self.job.hallucination.num_gpus, "hallucination scorer"))
 
-    def __call__(self, batch: dict) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         rows = finalize_rows(batch, self.job)
         todo = [i for i, r in enumerate(rows) if r["status"] == CAPTIONED_OK]
-        images = [Image.fromarray(np.asarray(batch["pixels"][i], dtype=np.uint8)) for i in todo]
-        alts = [batch["alt"][i] for i in todo]
+        images = images_of(batch, todo)
+        alts = batch["alt"].take(todo).to_pylist()
         scored = self.scorer.score(images, [rows[i]["caption"] for i in todo], alts)
         for i, ev in zip(todo, scored):
             rows[i]["evidence"] = {**ev, "captioner": rows[i]["captioner"]}
@@ -202,7 +216,7 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
         num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, n)
         ds = ds.map_batches(
             CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": i == len(captioners) - 1 and not scoring},
-            batch_size=cfg.batch_size, batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
+            batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
         )
     if scoring:
@@ -210,11 +224,11 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
         num_cpus, num_gpus = actor_resources("hallucination scorer", h.num_cpus, h.num_gpus, n)
         ds = ds.map_batches(
             ScoreActor, fn_constructor_kwargs={"job_json": job.model_dump_json()}, batch_size=h.batch_size,
-            batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
+            batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=h.concurrency),
         )
     else:
-        ds = ds.map_batches(finalize_block, batch_size=None, batch_format="numpy", fn_kwargs={"job_json": job.model_dump_json()})
+        ds = ds.map_batches(finalize_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json()})
     task = progress.add_task("caption", total=sum(expected.values()))
     commit_by_unit(ds, expected, lambda u, rows: _commit(run, u, rows, kept), on_rows=lambda k: progress.advance(task, k))
     return {"units": len(pending), "samples": sum(expected.values())}

@@ -5,6 +5,7 @@ bucket and key), so shard sizes and names do not depend on unit sizes or run ord
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import webdataset as wds
+from PIL import Image
 
 from curate.card import dataset_card
 from curate.engine import split_by
-from curate.imaging import fit_within, reencode, sha256
+from curate.imaging import ORIENTATION_TAG, fit_within, for_training, sha256
 from curate.outputs import output_for
 from curate.phases.caption import CAPTIONED_OK
 from curate.phases.dedup import HASHES, staged_rows
@@ -68,15 +70,18 @@ def plan_records(job: Job, run: RunDir, captioned: pa.Table) -> pa.Table:
 
 
 def member_format(row: dict, job: Job) -> str:
-    return job.output.format or row["format"]
+    return row["format"] if job.output.format == "keep" else job.output.format
 
 
-def member_bytes(data: bytes, row: dict, job: Job) -> bytes:
-    """The original bytes, or the image re-encoded when max_side or format asks for it."""
-    fmt = member_format(row, job)
-    if fmt == row["format"] and (row["member_width"], row["member_height"]) == (row["width"], row["height"]):
-        return data
-    return reencode(data, (row["member_width"], row["member_height"]), fmt, job.output.quality)
+def member_image(data: bytes, row: dict, job: Job) -> tuple[bytes, str]:
+    """What the shard stores for `row`: upright, `member_width` x `member_height`, in the member
+    format (see imaging.for_training), checked against the index before it is written."""
+    size = (row["member_width"], row["member_height"])
+    image, how = for_training(data, size, member_format(row, job), job.output.quality)
+    with Image.open(io.BytesIO(image)) as stored:   # header only: what a reader without EXIF sees
+        if stored.size != size or stored.getexif().get(ORIENTATION_TAG, 1) != 1:
+            raise RuntimeError(f"{row['key']}: stored image is {stored.size}, index says {size}")
+    return image, how
 
 
 def assign_shards(records: list[dict], max_samples: int, max_bytes: int | None) -> list[int]:
@@ -100,23 +105,34 @@ def record_json(row: dict) -> bytes:
     return json.dumps(row, ensure_ascii=False, sort_keys=True).encode()
 
 
+# Per shard, what was stored for each member; written before the shard is published, so a
+# published shard always has one (a resumed run reads it instead of the shard).
+MEMBERS = pa.schema([("key", pa.string()), ("stored_as", pa.string()), ("member_bytes", pa.int64())])
+
+
 def write_shard(batch: pa.Table, work: str, job_json: str) -> pa.Table:
     """Write one shard (all rows share `shard`) atomically to the job's output; an existing
-    shard is kept as is (a resumed run)."""
+    shard is kept as is (a resumed run). Returns MEMBERS rows."""
     job = Job.model_validate_json(job_json)
     output = output_for(job)
     rel = batch["shard"][0].as_py()
-    if output.exists(rel):
-        return batch.select(["key"])
+    done = RunDir(Path(work)).work / "shards" / f"{rel.replace('/', '_')}.parquet"
+    if output.exists(rel) and done.exists():
+        return pq.read_table(done, schema=MEMBERS)
+    members = []
     with output.open_write(rel) as fh, wds.TarWriter(fh, encoder=False, mtime=TAR_MTIME) as sink:
         for row in batch.to_pylist():
             data = stored_bytes({**row, "uri": row["url"]}, job, Path(work))
             if sha256(data) != row["sha256"]:
                 raise RuntimeError(f"{row['url']} changed since ingest (sha256 differs); re-run with --fresh")
-            record = {k: row[k] for k in INDEX.names}
-            sink.write({"__key__": row["key"], row["member"].rsplit(".", 1)[1]: member_bytes(data, row, job),
+            image, how = member_image(data, row, job)
+            record = {k: row.get(k) for k in INDEX.names} | {"stored_as": how, "member_bytes": len(image)}
+            sink.write({"__key__": row["key"], row["member"].rsplit(".", 1)[1]: image,
                         "txt": row["caption"].encode(), "json": record_json(record)})
-    return batch.select(["key"])
+            members.append({"key": row["key"], "stored_as": how, "member_bytes": len(image)})
+        table = pa.Table.from_pylist(members, schema=MEMBERS)
+        write_parquet_atomic(done, table)
+    return table
 
 
 def run_write(job: Job, run: RunDir) -> dict:
@@ -133,9 +149,10 @@ def run_write(job: Job, run: RunDir) -> dict:
             write_shard, batch_size=None, batch_format="pyarrow",
             fn_kwargs={"work": str(run.root), "job_json": job.model_dump_json()},
         )
-        written = sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
-        if written != index.num_rows:
-            raise RuntimeError(f"wrote {written} samples for {index.num_rows} planned")
+        stored = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        if stored.num_rows != index.num_rows:
+            raise RuntimeError(f"wrote {stored.num_rows} samples for {index.num_rows} planned")
+        index = with_members(index, stored)
     write_partitioned_atomic(run.index, index.select(INDEX.names).sort_by("key"), "bucket")
     write_parquet_atomic(run.hashes, hash_index(job, index))
     write_parquet_atomic(run.report / "hallucinations.parquet", evidence_table(captioned, index))
@@ -143,6 +160,15 @@ def run_write(job: Job, run: RunDir) -> dict:
     write_bytes_atomic(run.root / "README.md", card.encode())
     run.mark(run.marker("write"))
     return {"samples": index.num_rows, "shards": len(shards)}
+
+
+def with_members(index: pa.Table, stored: pa.Table) -> pa.Table:
+    """The planned index with what write_shard stored for each member (MEMBERS columns)."""
+    position = {k: i for i, k in enumerate(stored["key"].to_pylist())}
+    take = pa.array([position[k] for k in index["key"].to_pylist()], pa.int64())
+    for name in MEMBERS.names[1:]:
+        index = index.set_column(index.column_names.index(name), name, stored[name].take(take))
+    return index
 
 
 def evidence_table(captioned: pa.Table, index: pa.Table) -> pa.Table:
