@@ -30,7 +30,7 @@ def aspect_ratio_batches(infos: list[dict], batch_size: int) -> list[list[int]]:
 
 def test_export_pixart_feeds_an_aspect_ratio_sampler(demo_run, tmp_path):
     out = tmp_path / "pixart"
-    res = cli("export", "pixart", str(demo_run.run_dir), str(out), "--dense", "dense")
+    res = cli("export", "pixart", str(demo_run.run_dir), str(out), "--dense", "dense", "--prompt-fallback", "short")
     assert res.returncode == 0, res.stderr
     infos = json.loads((out / "InternData/data_info.json").read_text())
     index = {r["member"]: r for r in pq.read_table(demo_run.run_dir / "index").to_pylist()}
@@ -41,10 +41,30 @@ def test_export_pixart_feeds_an_aspect_ratio_sampler(demo_run, tmp_path):
             assert (img.width, img.height) == (info["width"], info["height"]) == (row["width"], row["height"])
         assert info["ratio"] == row["height"] / row["width"] <= 4.5
         assert info["sharegpt4v"] == (dict(row["captions"])["dense"] or row["caption"]) and info["sharegpt4v"]
-        assert info["prompt"] == dict(row["captions"])["alt"]
+        captions = dict(row["captions"])   # never an empty prompt: alt text, else the `short` captioner's
+        assert info["prompt"] == (captions.get("alt") or captions["short"]) and info["prompt"]
         assert pixart_closest_ratio(info["height"], info["width"], ASPECT_RATIO_1024) == row["bucket"]
     batches = aspect_ratio_batches(infos, batch_size=2)
     assert batches, "no full same-bucket batch"
     for batch in batches:
         assert len({index[infos[i]["path"]]["bucket"] for i in batch}) == 1
     assert cli("export", "pixart", str(tmp_path / "nothing"), str(out)).returncode == 1
+    assert any(not dict(r["captions"]).get("alt") for r in index.values()), "the demo run should hold samples without alt text"
+
+
+def test_export_subsets_the_4k_images_buckets_and_aesthetics(demo_run, tmp_path):
+    index = pq.read_table(demo_run.run_dir / "index").to_pylist()
+    uhd = [r for r in index if r["is_4k"]]
+    bucket = uhd[0]["bucket"]
+    floor = sorted(r["aesthetic"] for r in index)[len(index) // 2]
+    cases = [(["--only-4k"], {r["member"] for r in uhd}),
+             (["--only-4k", "--bucket", bucket], {r["member"] for r in uhd if r["bucket"] == bucket}),
+             (["--min-aesthetic", str(floor)], {r["member"] for r in index if r["aesthetic"] >= floor})]
+    for args, expected in cases:
+        out = tmp_path / "-".join(args)
+        res = cli("export", "pixart", str(demo_run.run_dir), str(out), *args)
+        assert res.returncode == 0, res.stderr
+        infos = json.loads((out / "InternData/data_info.json").read_text())
+        assert {i["path"] for i in infos} == expected and expected, args
+        assert {p.name for p in (out / "InternImgs").iterdir()} == expected
+        assert all(i["prompt"] for i in infos)   # default fallback: the training caption

@@ -93,3 +93,25 @@ def test_schema_prints_json_schema():
     res = cli("schema")
     schema = json.loads(res.stdout)
     assert {"sources", "caption", "dedup", "output"} <= set(schema["properties"])
+
+
+@pytest.mark.parametrize("name", ["4k_subset", "1k_full"])
+def test_shipped_jobs_follow_their_own_rules(name):
+    """A job's name and comments are promises: check them against its settings."""
+    from curate.jobs import load_job
+    from schemas.job import T5_TOKENIZER
+
+    job = load_job(REPO / "jobs" / f"{name}.yaml")
+    res = job.filters.resolution
+    if name.startswith("4k"):   # the 4K subset holds only 4K images, by the same rule that tags them
+        assert res.require_4k and res.min_side == res.fourk.min_short
+    else:
+        assert not res.require_4k and res.min_side == 1024
+    assert res.max_aspect <= 4.5                      # PixArt-sigma drops ratio > 4.5
+    assert job.caption.tokenizer == T5_TOKENIZER and job.caption.max_tokens == 300   # the T5 budget it protects
+    h, captioners = job.hallucination, job.caption.captioners
+    if h.enabled:   # the scorer is sized for the captioners in front of it (README: one actor per 2)
+        assert 2 * h.concurrency >= sum(c.concurrency for c in captioners)
+        assert h.batch_size >= max(c.batch_size for c in captioners)
+        if any(c.num_gpus for c in captioners):
+            assert h.num_gpus > 0

@@ -12,6 +12,7 @@ import webdataset as wds
 
 from curate.sources import key_for
 from schemas.buckets import TABLES
+from tests.realdata import TURNED
 
 
 def key_of(corpus: Path, name: str) -> str:
@@ -44,7 +45,7 @@ def test_every_tar_reads_with_webdataset_and_matches_the_index(out, index):
             assert meta["member"] == f"{sample['__key__']}.jpg" and sample["jpg"][:3] == b"\xff\xd8\xff"
             assert len(sample["jpg"]) == meta["member_bytes"]
             rotated = meta["url"].endswith("/exif_rot6.jpg")   # turned by jpegtran (2048x1152: whole blocks)
-            assert meta["stored_as"] == ("reencoded" if meta["format"] != "jpg" else "lossless_transform" if rotated else "original")
+            assert meta["stored_as"] == ("reencoded" if meta["format"] != "jpg" else TURNED if rotated else "original")
             assert sample["txt"].decode() == meta["caption"]
             assert meta["shard"] == str(tar.relative_to(out))
             seen[sample["__key__"]] = meta
