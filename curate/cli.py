@@ -47,6 +47,7 @@ def run(
     """Run a job; re-running resumes where a previous run stopped."""
     from curate.accounting import AccountingError
     from curate.jobs import JobError
+    from curate.runlog import RunFailed
     from curate.runner import run_job
 
     quiet_ray_env()
@@ -57,10 +58,13 @@ def run(
         _fail(str(exc))
     except AccountingError as exc:
         _fail(str(exc), code=3)
+    except RunFailed as exc:   # the cause in one line; the traceback is in the run's log file
+        _fail(str(exc), code=1)
     print_summary(result.manifest, result.resumed, result.run_dir)
 
 
 def print_summary(manifest: dict, resumed: bool, root: Path) -> None:
+    root = Path(root).resolve()
     c = manifest["counts"]
     if resumed and manifest.get("status") == "complete":
         out.print(f"[green]resumed:[/] {root} already holds this job's complete output; nothing rewritten.")
@@ -96,14 +100,20 @@ def validate(
     job: Annotated[Path, typer.Argument(help="Job YAML file.")],
     sets: SetOpt = None,
     strict: Annotated[bool, typer.Option(help="Also fail when local paths the job names are missing.")] = False,
+    check: Annotated[bool, typer.Option(help="Run the preflight too (models, tokenizer, endpoints, output, sources "
+                                             "probed from here) and fail on any problem, as `curate run` does.")] = False,
 ):
-    """Check a job file; missing local paths are warnings unless --strict (`run` always checks them)."""
+    """Check a job file; missing local paths are warnings unless --strict or --check (`run` always checks them)."""
     from curate.jobs import check_paths
+    from curate.preflight import preflight
 
     spec = _load(job, sets)
     problems = check_paths(spec, job)
+    if check:
+        strict = True
+        problems += preflight(spec, job) if not problems else []
     for p in problems:
-        (err.print(f"[bold red]error:[/] {p}") if strict else err.print(f"[yellow]warning:[/] {p}"))
+        err.print(f"[bold red]error:[/] {p}" if strict else f"[yellow]warning:[/] {p}", soft_wrap=True, highlight=False)
     if strict and problems:
         raise typer.Exit(2)
     out.print(f"[green]ok:[/] {job} is a valid job ({len(spec.sources)} source(s), captioners: {', '.join(c.name for c in spec.caption.captioners)})")
@@ -151,27 +161,33 @@ def tiny_models(folder: Annotated[Path, typer.Argument(help="Where to save the m
 
 
 @app.command()
-def status(run_dir: Annotated[Path, typer.Argument(help="A run's output folder.")]):
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="A run's output folder (or its work_dir for an s3:// run).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON (absolute paths).")] = False,
+):
     """Where a run stands: complete (with counts), or units committed per phase."""
-    from curate.storage import RunDir
+    from curate.runstate import NoRun, run_status
 
-    r = RunDir(run_dir)
-    if r.manifest.exists():
-        print_summary(json.loads(r.manifest.read_text()), False, run_dir)
+    try:
+        state = run_status(run_dir)
+    except NoRun as exc:
+        _fail(str(exc), code=1)
+    if as_json:
+        sys.stdout.write(json.dumps(state, indent=2) + "\n")
         return
-    if not r.plan.exists():
-        _fail(f"{run_dir}: no curate run here (no manifest.json or _work/plan.parquet)", code=1)
-    import pyarrow.parquet as pq
+    if state["state"] != "in_progress":
+        from curate.storage import RunDir
 
-    units = len(set(pq.read_table(r.plan, columns=["unit"])["unit"].to_pylist()))
-    t = Table(title=f"{run_dir}: in progress")
+        print_summary(json.loads(RunDir(state["run"]).manifest.read_text()), False, Path(state["run"]))
+        return
+    t = Table(title=f"{state['run']}: in progress")
     t.add_column("phase")
-    t.add_column("units done", justify="right")
-    t.add_row("ingest", f"{len(list(r.ingest.glob('*.done')))}/{units}")
-    t.add_row("dedup", "done" if r.marker("dedup").exists() else "pending")
-    t.add_row("caption", f"{len(list(r.caption.glob('*.done')))}/{units}")
-    t.add_row("write", "done" if r.marker("write").exists() else "pending")
+    t.add_column("done", justify="right")
+    for phase, p in state["phases"].items():
+        t.add_row(phase, f"{p['done']}/{p['total']}" + (" units" if p["total"] > 1 or phase in ("ingest", "caption") else ""))
     out.print(t)
+    if state["logs"]:
+        out.print(f"log: {state['logs'][-1]}")
 
 
 @app.command()

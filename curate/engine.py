@@ -27,15 +27,16 @@ def quiet_ray_env() -> None:
         os.environ.setdefault(k, v)
 
 
-def init_ray(address: str | None, num_cpus: int | None, no_progress_timeout_s: float) -> str:
-    """Connect to `address` (or RAY_ADDRESS), else start an embedded local cluster."""
+def init_ray(address: str | None, num_cpus: int | None, no_progress_timeout_s: float, dashboard: bool = False) -> str:
+    """Connect to `address` (or RAY_ADDRESS), else start an embedded local cluster (with Ray's
+    dashboard when `dashboard`)."""
     quiet_ray_env()
     import ray
     import ray.data
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+        kwargs = {"include_dashboard": dashboard, "log_to_driver": False, "logging_level": logging.ERROR}
         if address:
             ray.init(address=address, **kwargs)
         else:

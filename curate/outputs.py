@@ -33,6 +33,12 @@ class LocalOutput:
     def open_read(self, rel: str) -> BinaryIO:
         return open(self.root / rel, "rb")
 
+    def read_range(self, rel: str, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` of a file (one member of a shard, by the index's offsets)."""
+        with open(self.root / rel, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(size)
+
     def sweep(self, under: str = "") -> int:
         """Delete temporaries left by killed writers below `under`; returns how many."""
         base = self.root / under
@@ -120,6 +126,11 @@ class S3Output:
 
     def open_read(self, rel: str) -> BinaryIO:
         return self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"]
+
+    def read_range(self, rel: str, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` of an object: one ranged GET."""
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(rel), Range=f"bytes={offset}-{offset + size - 1}")["Body"]
+        return body.read()
 
     def put_file(self, rel: str, local: Path) -> None:
         with self.open_write(rel) as fh, open(local, "rb") as src:

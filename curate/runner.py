@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,18 +15,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from curate import __version__
-from curate.accounting import account
+from curate.accounting import AccountingError, account
 from curate.jobs import JobError, check_paths, config_hash
 from curate.outputs import LocalOutput, S3Output, output_for, work_dir
+from curate.phasekeys import PHASES, captioner_keys, describe, first_changed, phase_keys
 from curate.phases.caption import run_caption
 from curate.phases.dedup import run_dedup
 from curate.phases.ingest import run_ingest
 from curate.phases.write import run_write
+from curate.preflight import preflight
+from curate.progress import phase_progress
 from curate.report import bucket_counts, write_report
-from curate.sources import UNITS, plan_units
+from curate.runlog import RunFailed, log, log_failure, one_line, start_log
+from curate.sources import UNITS, plan_units, rejected_input_bytes
 from curate.storage import (
     RunDir,
     read_index,
@@ -59,54 +63,143 @@ def versions() -> dict[str, str]:
 
 def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit: int | None = None,
             fresh: bool = False, console: Console | None = None) -> RunResult:
+    """Run (or resume) `job`. Before any input is read: path checks and the preflight (one line
+    per problem, JobError); a changed configuration re-runs only the phases it affects. Any
+    other error is logged in full to `<run>/logs/` and raised as RunFailed (one line)."""
     console = console or Console(stderr=True)
     run = RunDir(work_dir(job))
     output = output_for(job)
     chash = config_hash(job) + (f"-limit{limit}" if limit is not None else "")
+    keys = phase_keys(job, limit)
+    stamp = run.work / "config.json"
     if fresh:
         run.clear()
         clear_remote(output)
-    elif isinstance(output, S3Output) and output.exists("manifest.json"):
+    elif not stamp.exists() and isinstance(output, S3Output) and output.exists("manifest.json"):
         with output.open_read("manifest.json") as fh:
             _same_config(json.loads(fh.read())["config_hash"], chash, run, where=output.url)
-    stamp = run.work / "config.json"
-    if run.manifest.exists():
+    previous = json.loads(stamp.read_text()) if stamp.exists() else None
+    if run.manifest.exists() and not previous:
+        _same_config(json.loads(run.manifest.read_text())["config_hash"], chash, run)
+    if run.manifest.exists() and previous and previous.get("config_hash") == chash:
         manifest = json.loads(run.manifest.read_text())
-        _same_config(manifest["config_hash"], chash, run)
         if manifest.get("status") == "complete":
             publish(run, output)
             return RunResult(manifest, resumed=True, run_dir=run.root)
     problems = check_paths(job, job_path)
+    problems += preflight(job, job_path) if not problems else []
     if problems:
         raise JobError("\n".join(problems))
-    resumed = stamp.exists()
-    if resumed:
-        _same_config(json.loads(stamp.read_text())["config_hash"], chash, run)
+    redo = _changed_phase(previous, job, keys, chash, run) if previous else None
+    log_path = start_log(run.root)
+    log.info("job %s (%s), config %s, out %s", job.name, job_path, chash, output.url)
+    try:
+        if redo:
+            invalidate(run, output, redo, previous, job)
+            message = (f"{run.root}: {redo} settings changed ({describe(previous['job'], job.model_dump(mode='json'), redo)}): "
+                       f"re-running {', '.join(PHASES[PHASES.index(redo):])}; earlier phases' work is kept")
+            console.print(message, highlight=False, markup=False)
+            log.info(message)
+        return _run_phases(job, job_path, run, output, address, limit, chash, keys, previous, console)
+    except (JobError, AccountingError) as exc:
+        log_failure(exc)
+        raise
+    except Exception as exc:
+        log_failure(exc)
+        raise RunFailed(one_line(exc), log_path) from exc
+
+
+def _changed_phase(previous: dict, job: Job, keys: dict[str, str], chash: str, run: RunDir) -> str | None:
+    """The first phase whose settings changed since the run in `run` started (None: none did);
+    refuses when it is ingest (then nothing could be kept)."""
+    old = previous.get("phases")
+    if old is None:   # a run from before per-phase keys: all or nothing
+        _same_config(previous["config_hash"], chash, run)
+        return None
+    first = first_changed(old, keys)
+    if first == "ingest":
+        raise JobError(f"{run.root} holds a run whose ingest settings differ "
+                       f"({describe(previous['job'], job.model_dump(mode='json'), 'ingest')}); every phase would be redone: "
+                       "use --fresh to replace it (re-ingest, dedup, caption and write everything) or --out for a new folder")
+    return first
+
+
+def invalidate(run: RunDir, output, phase: str, previous: dict, job: Job) -> None:
+    """Drop the committed work of `phase` and every phase after it. Raw captions are kept aside
+    (`_work/caption.prev/`) with the captioners whose settings did not change, for reuse."""
+    later = PHASES[PHASES.index(phase):]
+    if isinstance(output, S3Output):
+        output.delete([k for k in output.list_keys() if k == "manifest.json"])
+    for path in (run.manifest, run.marker("published"), run.marker("write"), run.hashes, run.root / "README.md"):
+        path.unlink(missing_ok=True)
+    for folder in (run.index, run.report, run.work / "shards"):
+        shutil.rmtree(folder, ignore_errors=True)
+    if isinstance(output, S3Output):
+        output.delete([k for k in output.list_keys() if k.startswith(("ar", "index/", "report/", "rejects/"))])
+    else:
+        for shards in run.root.glob("ar[0-9]*"):
+            shutil.rmtree(shards)
+    if "caption" in later:
+        prev = run.work / "caption.prev"
+        if run.caption.exists():
+            shutil.rmtree(prev, ignore_errors=True)
+            run.caption.rename(prev)
+        old, new = previous.get("captioners") or {}, captioner_keys(job)
+        if prev.exists():
+            write_json_atomic(prev / "reuse.json", sorted(name for name, key in new.items() if old.get(name) == key))
+        shutil.rmtree(run.rejects / "caption", ignore_errors=True)
+    if "dedup" in later:
+        for path in (run.dedup, run.marker("dedup"), run.rejects / "dedup.parquet"):
+            path.unlink(missing_ok=True)
+
+
+def _run_phases(job: Job, job_path, run: RunDir, output, address, limit, chash: str, keys: dict[str, str],
+                previous: dict | None, console: Console) -> RunResult:
     from curate.engine import init_ray
 
+    resumed = previous is not None
     timings: dict[str, float] = {}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    ray_where = init_ray(address or job.ray.address, job.ray.num_cpus, job.ray.no_progress_timeout_s)
+    ray_where = init_ray(address or job.ray.address, job.ray.num_cpus, job.ray.no_progress_timeout_s, job.ray.dashboard)
     timings["ray_init"] = time.perf_counter() - t0
     if not resumed:
         write_parquet_atomic(run.plan, plan_units(job, run.work, limit))
-        write_json_atomic(stamp, {"config_hash": chash, "job": job.model_dump(mode="json")})
+    write_json_atomic(run.work / "config.json", {"config_hash": chash, "phases": keys, "captioners": captioner_keys(job),
+                                                 "job": job.model_dump(mode="json")})
     plan = pq.read_table(run.plan, schema=UNITS)
-    with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with phase_progress(console) as progress:
         for name, fn in (("ingest", lambda: run_ingest(job, run, plan, progress)),
-                         ("dedup", lambda: run_dedup(job, run)),
+                         ("dedup", lambda: _one_step(progress, "dedup", lambda: run_dedup(job, run))),
                          ("caption", lambda: run_caption(job, run, progress)),
-                         ("write", lambda: run_write(job, run))):
+                         ("write", lambda: run_write(job, run, progress))):
             t = time.perf_counter()
-            fn()
+            log.info("%s: start", name)
+            summary = fn()
             timings[name] = time.perf_counter() - t
+            log.info("%s: done in %.1f s %s", name, timings[name], summary or "")
+        manifest = _finish(job, job_path, run, output, plan, ray_where, started, resumed, chash, timings, progress)
+    log.info("complete: %s", manifest["counts"])
+    return RunResult(manifest, resumed=resumed, timings=timings, run_dir=run.root)
+
+
+def _one_step(progress, name: str, fn):
+    task = progress.add_task(name, total=1)
+    out = fn()
+    progress.advance(task)
+    return out
+
+
+def _finish(job: Job, job_path, run: RunDir, output, plan: pa.Table, ray_where: str, started: str, resumed: bool,
+            chash: str, timings: dict[str, float], progress) -> dict:
+    """Accounting, the report and the manifest (written last), then publishing."""
+    task = progress.add_task("report", total=3)
     t = time.perf_counter()
     index = read_index(run)
     rejects = read_parquet_dir(run.rejects, REJECTS)
     ingested = read_parquet_dir(run.ingest, INGESTED, ["unit", "key", "received", "avoided", "decodes"])
     counts = account(plan, ingested, index, rejects)
+    progress.advance(task)
     manifest = {
         "job": job.name, "job_file": str(job_path), "config_hash": chash, "status": "complete",
         "versions": versions(), "ray": ray_where if ray_where == "local" else "cluster",
@@ -127,12 +220,15 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     evidence = run.report / "hallucinations.parquet"
     hallucinations = pq.read_table(evidence) if evidence.exists() else None
     manifest["hallucination"] = hallucination_summary(index)
-    write_report(run, manifest, index, rejects, hallucinations, open_shard=output.open_read)
+    progress.advance(task)
+    write_report(run, manifest, index, rejects, hallucinations, open_shard=output.open_read, read_range=output.read_range,
+                 read_input=lambda row: rejected_input_bytes(row, job, run))
+    progress.advance(task)
     timings["report"] = time.perf_counter() - t
     manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json_atomic(run.manifest, manifest)
     publish(run, output)
-    return RunResult(manifest, resumed=resumed, timings=timings, run_dir=run.root)
+    return manifest
 
 
 def _same_config(found: str, expected: str, run: RunDir, where: str | None = None) -> None:

@@ -23,6 +23,8 @@ class RayConfig(Strict):
     address: str | None = Field(None, description="Ray cluster address; none starts a local cluster (RAY_ADDRESS also works).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local cluster (default: all).")
     no_progress_timeout_s: float = Field(1800, gt=0, description="Fail a phase that makes no progress for this long.")
+    dashboard: bool = Field(False, description="Start Ray's dashboard with the embedded local cluster (a cluster's own is "
+                            "set up with `ray start`).")
 
 
 class S3Options(Strict):

@@ -82,6 +82,7 @@ INDEX = pa.schema([
     ("member_width", pa.int32()),     # the stored image's size: width/height unless output.max_side
     ("member_height", pa.int32()),    # downscaled it; stored pixels are always upright (no EXIF orientation)
     ("stored_as", pa.string()),       # original | lossless_transform (jpegtran, EXIF-rotated JPEG) | reencoded
+    ("member_offset", pa.int64()),    # byte offset of the image member's data in its tar: one ranged read
     ("member_bytes", pa.int64()),     # size of the stored image member
 ])
 
@@ -127,6 +128,7 @@ CAPTIONED = pa.schema([
     ("detail", pa.string()),
     ("hallucination", HALLUCINATION_SUMMARY),
     ("evidence", EVIDENCE),           # the row of report/hallucinations.parquet (without key)
+    ("raw", pa.map_(pa.string(), pa.string())),   # each captioner's text before cleaning (reused when its settings stay)
 ])
 
 # rejects/: one row per input that was not written.

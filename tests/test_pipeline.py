@@ -150,3 +150,20 @@ def test_run_writes_its_hash_index_for_the_next(out, index):
     hashes = pq.read_table(out / "hashes.parquet").to_pylist()
     assert {h["key"] for h in hashes} == set(index)
     assert all(f"{h['phash']:016x}" == index[h["key"]]["phash"] for h in hashes)
+
+
+def test_report_shows_each_dropped_duplicate_beside_the_sample_it_was_merged_into(out, rejects):
+    import re
+
+    page = (out / "report" / "index.html").read_text()
+    section = page[page.index('<section id="duplicates">'):]
+    section = section[:section.index("</section>")]
+    distance = {r["key"]: r["distance"] for r in pq.read_table(out / "_work" / "dedup.parquet").to_pylist()}
+    dropped = {k: r for k, r in rejects.items() if r["reason"] in ("near_duplicate", "exact_duplicate")}
+    assert dropped, "the demo corpus plants duplicates"
+    shown = {}
+    for kept, cells in re.findall(r'<tr data-kept="([0-9a-f]+)">(.*?)</tr>', section):
+        for copy, reason, d in re.findall(r'<td class="dup-copy">.*?<code>([0-9a-f]+)</code><br>(\w+), distance <b class="dup-distance">(\d+)</b>', cells):
+            shown[copy] = (kept, reason, int(d))
+        assert 'class="thumb missing"' not in cells   # the kept sample from its shard, each copy from its source
+    assert shown == {k: (r["near_duplicate_of"], r["reason"], distance[k]) for k, r in dropped.items()}

@@ -49,8 +49,9 @@ def real(tmp_path_factory, tiny_vlm, tiny_clip, ray_cluster):
     return {"cases": by_key, "corpus": corpus, "result": result, "out": result.run_dir, "index": index}
 
 
-def members(out: Path) -> dict[str, bytes]:
-    """Every image member's bytes, by sample key, read with tarfile (no webdataset logic)."""
+def members(out: Path, offsets: dict | None = None) -> dict[str, bytes]:
+    """Every image member's bytes, by sample key, read with tarfile (no webdataset logic);
+    `offsets` collects (shard, data offset, size) per key."""
     found = {}
     for tar in sorted(out.glob("ar1024/*/*.tar")):
         with tarfile.open(tar) as tf:
@@ -58,6 +59,8 @@ def members(out: Path) -> dict[str, bytes]:
                 key, ext = info.name.split(".", 1)
                 if ext not in ("txt", "json"):
                     found[key] = tf.extractfile(info).read()
+                    if offsets is not None:
+                        offsets[key] = (tar.relative_to(out).as_posix(), info.offset_data, info.size)
     return found
 
 
@@ -72,7 +75,10 @@ def test_every_input_is_written_and_alt_text_is_exactly_its_sidecar(real):
 
 
 def test_stored_pixels_are_upright_and_exactly_the_indexed_size(real):
-    stored = members(real["out"])
+    from curate.outputs import LocalOutput
+
+    offsets = {}
+    stored = members(real["out"], offsets)
     assert stored.keys() == real["index"].keys()
     for key, data in stored.items():
         case, row = real["cases"][key], real["index"][key]
@@ -83,7 +89,8 @@ def test_stored_pixels_are_upright_and_exactly_the_indexed_size(real):
             right, wrong = realdata.orientation_error(img, case.upright)
         assert right < 4 and wrong > 4 * right, (case.name, right, wrong)
         assert row["stored_as"] == case.stored_as, case.name
-        assert row["member_bytes"] == len(data)
+        assert (row["shard"], row["member_offset"], row["member_bytes"]) == offsets[key]
+        assert LocalOutput(real["out"]).read_range(row["shard"], row["member_offset"], row["member_bytes"]) == data
         if case.stored_as == "original":
             assert data == (real["corpus"] / case.folder / case.name).read_bytes(), case.name
 

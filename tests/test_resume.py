@@ -41,11 +41,11 @@ def test_second_run_of_a_finished_job_rewrites_nothing(demo_run, corpus, tiny_vl
     assert snapshot(root) == before
 
 
-def test_changed_config_on_the_same_output_is_refused(demo_run, corpus, tiny_vlm):
+def test_changed_ingest_config_on_the_same_output_is_refused(demo_run, corpus, tiny_vlm):
     res = cli("run", str(DEMO_JOB), *set_args(demo_overrides(corpus, tiny_vlm, demo_run.run_dir)),
-              "--set", "dedup.max_distance=3")
-    assert res.returncode == 2
-    assert "different job configuration" in res.stderr and "--fresh" in res.stderr
+              "--set", "units.size=3")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "ingest settings differ (units.size: 16 -> 3)" in res.stderr and "use --fresh" in res.stderr
 
 
 def test_lost_units_are_redone_and_output_is_identical(demo_run, corpus, tiny_vlm, tmp_path):

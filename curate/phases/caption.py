@@ -6,6 +6,8 @@ CPU tasks do all JPEG decoding, so the (GPU) actors only run the model.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,17 +51,39 @@ def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None
     return row
 
 
-def prepare_block(batch: pa.Table, side: int, job_json: str, root: str) -> pa.Table:
-    """Decode and shrink each image to `side` (long side) in a CPU task."""
+def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: tuple[str, ...] = ()) -> pa.Table:
+    """Decode and shrink each image to `side` (long side) in a CPU task. Raw captions of the
+    captioners in `reuse` come from the previous caption run (`_work/caption.prev/`) where it
+    has them: their actors then skip those rows."""
     job = Job.model_validate_json(job_json)
+    previous = previous_raw(RunDir(Path(root)), batch["unit"][0].as_py()) if reuse and batch.num_rows else {}
     rows = []
     for row in batch.select(["unit", "key", "alt", "uri", "source", "blob"]).to_pylist():
         try:
             image, error = decode_working(stored_bytes(row, job, Path(root)), side), None
         except Exception as exc:
             image, error = None, f"{type(exc).__name__}: {exc}"
-        rows.append(prepared_row(row["unit"], row["key"], row["alt"], image, error))
-    return rows_to_table(rows, PREPARED)
+        out = prepared_row(row["unit"], row["key"], row["alt"], image, error)
+        for name in reuse:
+            text = previous.get(row["key"], {}).get(name)
+            out[f"raw_{name}"], out[f"err_{name}"] = text, ("" if text is not None else None)
+        rows.append(out)
+    return rows_to_table(rows, with_raw_columns(PREPARED, reuse))
+
+
+def with_raw_columns(schema: pa.Schema, names) -> pa.Schema:
+    for name in names:
+        schema = schema.append(pa.field(f"raw_{name}", pa.string())).append(pa.field(f"err_{name}", pa.string()))
+    return schema
+
+
+def previous_raw(run: RunDir, unit: str) -> dict[str, dict[str, str]]:
+    """key -> {captioner: raw text} of a unit's previous caption run, when kept aside."""
+    path = run.work / "caption.prev" / f"{unit}.parquet"
+    if not path.exists():
+        return {}
+    table = pq.read_table(path, columns=["key", "raw"])
+    return {k: dict(r or []) for k, r in zip(table["key"].to_pylist(), table["raw"].to_pylist())}
 
 
 def images_of(batch: pa.Table, rows: list[int]) -> list[Image.Image]:
@@ -89,16 +113,17 @@ class CaptionActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
-        texts: list[str | None] = [None] * n
+        raw, err = f"raw_{self.cfg.name}", f"err_{self.cfg.name}"
+        texts: list[str | None] = batch[raw].to_pylist() if raw in batch.column_names else [None] * n
         errors = [e or "" for e in batch["prep_error"].to_pylist()]
-        ok = [i for i in range(n) if not errors[i]]
+        ok = [i for i in range(n) if not errors[i] and texts[i] is None]   # rows with a reused caption are done
         if ok:
             keys, alts = batch["key"].to_pylist(), batch["alt"].to_pylist()
             metas = [{"key": keys[i], "alt": alts[i]} for i in ok]
             for i, res in zip(ok, self.captioner.caption(images_of(batch, ok), metas)):
                 texts[i] = res.text or ""
                 errors[i] = f"caption: {res.error}" if res.error else ""
-        out = with_columns(batch, {f"raw_{self.cfg.name}": texts, f"err_{self.cfg.name}": errors})
+        out = with_columns(batch, {raw: texts, err: errors})
         return out.drop_columns(["pixels"]) if self.drop_pixels else out
 
 
@@ -125,6 +150,7 @@ def finalize_rows(table: pa.Table, job: Job) -> list[dict]:
         captions = {name: clean(batch[f"raw_{name}"][i], count, cap.max_tokens) for name in names if not errors[name]}
         alt = batch["alt"][i]
         row["captions"] = [(n, c.text) for n, c in captions.items()] + ([("alt", alt)] if alt else [])
+        row["raw"] = [(n, batch[f"raw_{n}"][i]) for n in names if not errors[n] and batch[f"raw_{n}"][i] is not None]
         chosen = captions.get(cap.chosen)
         if prep_error:
             row.update(status=Reason.READ_ERROR.value, detail=prep_error)
@@ -207,10 +233,13 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     side = max(c.image_side for c in job.caption.captioners)
     if job.hallucination.enabled and job.hallucination.ocr:   # OCR needs legible text: decode larger once
         side = max(side, job.hallucination.ocr_side)
+    reuse, complete = reusable_captions(run, kept.filter(pc.is_in(kept["unit"], pa.array(pending, pa.string()))))
     ds = unit_dataset(kept, pending).map_batches(
-        prepare_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root)}
-    )
-    captioners, scoring = job.caption.captioners, job.hallucination.enabled
+        prepare_block, batch_size=None, batch_format="pyarrow",
+        fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root), "reuse": tuple(reuse)})
+    # a captioner whose earlier raw text covers every pending sample is not run at all
+    captioners = [c for c in job.caption.captioners if c.name not in complete]
+    scoring = job.hallucination.enabled
     n = len(captioners) + scoring
     for i, cfg in enumerate(captioners):
         num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, n)
@@ -231,7 +260,27 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
         ds = ds.map_batches(finalize_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json()})
     task = progress.add_task("caption", total=sum(expected.values()))
     commit_by_unit(ds, expected, lambda u, rows: _commit(run, u, rows, kept), on_rows=lambda k: progress.advance(task, k))
-    return {"units": len(pending), "samples": sum(expected.values())}
+    shutil.rmtree(run.work / "caption.prev", ignore_errors=True)   # every unit is committed: nothing left to reuse
+    return {"units": len(pending), "samples": sum(expected.values()), "reused": sorted(reuse), "not_run": sorted(complete)}
+
+
+def reusable_captions(run: RunDir, pending: pa.Table) -> tuple[list[str], set[str]]:
+    """(captioners whose previous raw texts can be reused, those of them that cover every pending
+    sample). The run's re-configuration wrote which captioners kept their settings."""
+    prev = run.work / "caption.prev"
+    if not (prev / "reuse.json").exists():
+        return [], set()
+    reuse = json.loads((prev / "reuse.json").read_text())
+    files = sorted(prev.glob("*.parquet"))
+    have: dict[str, set[str]] = {name: set() for name in reuse}
+    for f in files:
+        table = pq.read_table(f, columns=["key", "raw"])
+        for key, raw in zip(table["key"].to_pylist(), table["raw"].to_pylist()):
+            for name, _ in raw or []:
+                if name in have:
+                    have[name].add(key)
+    keys = set(pending["key"].to_pylist())
+    return reuse, {name for name in reuse if keys <= have[name]}
 
 
 def _commit(run: RunDir, unit: str, rows: pa.Table, kept: pa.Table) -> None:

@@ -172,7 +172,9 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
         ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"cfg_json": aes.model_dump_json()}, batch_size=aes.batch_size,
                             batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=aes.concurrency))
-    task = progress.add_task("ingest", total=None)
+    # listed sources know their size; a tar's inputs are only known once it is read
+    total = None if any(u["kind"] == "tar" for u in pending) else sum(u["stop"] - u["start"] for u in pending)
+    task = progress.add_task("ingest", total=total)
 
     def commit(unit: str, rows: pa.Table) -> None:
         write_parquet_atomic(run.ingest / f"{unit}.parquet", rows)

@@ -107,7 +107,8 @@ def record_json(row: dict) -> bytes:
 
 # Per shard, what was stored for each member; written before the shard is published, so a
 # published shard always has one (a resumed run reads it instead of the shard).
-MEMBERS = pa.schema([("key", pa.string()), ("stored_as", pa.string()), ("member_bytes", pa.int64())])
+MEMBERS = pa.schema([("key", pa.string()), ("stored_as", pa.string()), ("member_offset", pa.int64()), ("member_bytes", pa.int64())])
+TAR_BLOCK = 512
 
 
 def write_shard(batch: pa.Table, work: str, job_json: str) -> pa.Table:
@@ -126,16 +127,20 @@ def write_shard(batch: pa.Table, work: str, job_json: str) -> pa.Table:
             if sha256(data) != row["sha256"]:
                 raise RuntimeError(f"{row['url']} changed since ingest (sha256 differs); re-run with --fresh")
             image, how = member_image(data, row, job)
-            record = {k: row.get(k) for k in INDEX.names} | {"stored_as": how, "member_bytes": len(image)}
-            sink.write({"__key__": row["key"], row["member"].rsplit(".", 1)[1]: image,
-                        "txt": row["caption"].encode(), "json": record_json(record)})
-            members.append({"key": row["key"], "stored_as": how, "member_bytes": len(image)})
+            # the image member goes first (webdataset writes a sample's members in name order: jpg < json < txt);
+            # its data ends where the stream stands after it, less the padding to whole tar blocks
+            sink.write({"__key__": row["key"], row["member"].rsplit(".", 1)[1]: image})
+            offset = sink.tarstream.offset - -(-len(image) // TAR_BLOCK) * TAR_BLOCK
+            stored = {"key": row["key"], "stored_as": how, "member_offset": offset, "member_bytes": len(image)}
+            record = {k: row.get(k) for k in INDEX.names} | stored
+            sink.write({"__key__": row["key"], "txt": row["caption"].encode(), "json": record_json(record)})
+            members.append(stored)
         table = pa.Table.from_pylist(members, schema=MEMBERS)
         write_parquet_atomic(done, table)
     return table
 
 
-def run_write(job: Job, run: RunDir) -> dict:
+def run_write(job: Job, run: RunDir, progress=None) -> dict:
     import ray.data
 
     if run.is_done(run.marker("write")):
@@ -149,7 +154,13 @@ def run_write(job: Job, run: RunDir) -> dict:
             write_shard, batch_size=None, batch_format="pyarrow",
             fn_kwargs={"work": str(run.root), "job_json": job.model_dump_json()},
         )
-        stored = pa.concat_tables(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        task = progress.add_task("write", total=index.num_rows) if progress is not None else None
+        parts = []
+        for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            parts.append(part)
+            if task is not None:
+                progress.advance(task, part.num_rows)
+        stored = pa.concat_tables(parts)
         if stored.num_rows != index.num_rows:
             raise RuntimeError(f"wrote {stored.num_rows} samples for {index.num_rows} planned")
         index = with_members(index, stored)

@@ -25,9 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.outputs import LocalOutput, run_output
+from curate.report import duplicates
 from curate.report.charts import fmt_number, svg_bars, svg_histogram
 from curate.report.highlight import HIGHLIGHTS, align_spans, caption_spans, fmt_score, highlight
-from curate.report.thumbnails import OpenShard, Thumb, load_thumbnails
+from curate.report.thumbnails import OpenShard, ReadRange, Thumb, load_thumbnails
 from curate.storage import RunDir, read_index, read_parquet_dir, write_bytes_atomic
 from schemas.record import REJECTS
 
@@ -43,14 +44,21 @@ class ReportError(RuntimeError):
 
 def write_report(run: RunDir, manifest: dict, index: pa.Table, rejects: pa.Table,
                  hallucinations: pa.Table | None = None, open_shard: OpenShard | None = None, *,
-                 max_rows: int = MAX_TABLE_ROWS, workers: int = 4) -> Path:
+                 max_rows: int = MAX_TABLE_ROWS, workers: int = 4, read_range: ReadRange | None = None,
+                 read_input: duplicates.ReadInput | None = None) -> Path:
     """Write ``run.report / "index.html"`` atomically and return its path.
 
-    ``open_shard(rel)`` opens the shard tar at ``rel`` (an index row's ``shard``) for reading; it
-    may be called from several threads at once. Default: the file under ``run.root``.
+    ``open_shard(rel)`` opens the shard tar at ``rel`` (an index row's ``shard``) for reading and
+    ``read_range(rel, offset, size)`` reads one member by the index's offsets; both may be called
+    from several threads at once. Default: the files under ``run.root``. ``read_input(key)``
+    reads a dropped duplicate's bytes from where ingest found it (none: placeholders).
     """
-    open_shard = open_shard or LocalOutput(run.root).open_read
-    page = render_html(manifest, index, rejects, hallucinations, open_shard, max_rows=max_rows, workers=workers)
+    if open_shard is None:
+        local = LocalOutput(run.root)
+        open_shard, read_range = local.open_read, read_range or local.read_range
+    distances = _dedup_distances(run)
+    page = render_html(manifest, index, rejects, hallucinations, open_shard, max_rows=max_rows, workers=workers,
+                       read_range=read_range, read_input=read_input, distances=distances)
     path = run.report / "index.html"
     write_bytes_atomic(path, page.encode("utf-8"))
     return path
@@ -82,7 +90,30 @@ def rebuild_report(run_dir: Path, open_shard: OpenShard | None = None) -> Path:
         hallucinations = pq.read_table(evidence) if evidence.exists() else None
     except (OSError, pa.ArrowException) as exc:  # FileNotFoundError included
         raise ReportError(f"{run_dir}: cannot read the run's tables ({exc})") from None
-    return write_report(run, manifest, index, rejects, hallucinations, open_shard or run_output(run.root).open_read)
+    output = run_output(run.root)
+    return write_report(run, manifest, index, rejects, hallucinations, open_shard or output.open_read,
+                        read_range=None if open_shard else output.read_range, read_input=_input_reader(run))
+
+
+def _input_reader(run: RunDir) -> duplicates.ReadInput | None:
+    """Reads a rejected input back through the run's own job (its `_work/config.json`), if kept."""
+    stamp = run.work / "config.json"
+    if not stamp.exists():
+        return None
+    from curate.sources import rejected_input_bytes
+    from schemas.job import Job
+
+    job = Job.model_validate(json.loads(stamp.read_text())["job"])
+    return lambda row: rejected_input_bytes(row, job, run)
+
+
+def _dedup_distances(run: RunDir) -> dict[str, int | None]:
+    """pHash distance of each dropped duplicate to the sample it was merged into (from the dedup
+    decisions, while the run's `_work` folder exists)."""
+    if not run.dedup.exists():
+        return {}
+    table = pq.read_table(run.dedup, columns=["key", "distance"])
+    return dict(zip(table["key"].to_pylist(), table["distance"].to_pylist()))
 
 
 def bucket_counts(index: pa.Table) -> dict[str, int]:
@@ -449,7 +480,9 @@ def _rejects_table(rejects: pa.Table) -> str:
 
 
 def render_html(manifest: dict, index: pa.Table, rejects: pa.Table, hallucinations: pa.Table | None = None,
-                open_shard: OpenShard | None = None, *, max_rows: int = MAX_TABLE_ROWS, workers: int = 4) -> str:
+                open_shard: OpenShard | None = None, *, max_rows: int = MAX_TABLE_ROWS, workers: int = 4,
+                read_range: ReadRange | None = None, read_input: duplicates.ReadInput | None = None,
+                distances: dict[str, int | None] | None = None) -> str:
     """The report page as a string (see the module docstring)."""
     scores = _scores(index, hallucinations)
     order, cap_note = _table_rows(scores.score, max_rows)
@@ -457,8 +490,12 @@ def render_html(manifest: dict, index: pa.Table, rejects: pa.Table, hallucinatio
     by_source, ns = _worst_by(*_codes(index, "source"), scores.score, WORST_PER_GROUP, MAX_GROUPS)
     needed = sorted(set(order.tolist()) | {i for _, _, idx in by_bucket + by_source for i in idx})
     take = pa.array(needed, pa.int64())
+    groups = duplicates.merged_groups(rejects, distances or {})
+    kept_keys = {k for k, _ in groups}
+    needed = sorted(set(needed) | {i for i, k in enumerate(index["key"].to_pylist()) if k in kept_keys})
+    take = pa.array(needed, pa.int64())
     cols = [c for c in ("key", "source", "url", "width", "height", "is_4k", "bucket", "aesthetic", "caption",
-                        "caption_tokens", "caption_cut", "shard", "member") if c in index.column_names]
+                        "caption_tokens", "caption_cut", "shard", "member", "member_offset", "member_bytes") if c in index.column_names]
     data = index.select(cols).take(take).to_pylist() if needed else []
     flags = scores.flags.take(take).to_pylist() if needed else []
     evidence: list[dict | None] = [None] * len(needed)
@@ -469,7 +506,14 @@ def render_html(manifest: dict, index: pa.Table, rejects: pa.Table, hallucinatio
             ev_rows = hallucinations.take(pc.drop_null(pos)).to_pylist()
             for j, ev in zip(valid, ev_rows):
                 evidence[j] = ev
-    thumbs = load_thumbnails({(d.get("shard"), d.get("member")) for d in data}, open_shard or _no_shards, workers)
+    located = {(d["shard"], d["member"]): (d["member_offset"], d["member_bytes"]) for d in data
+               if d.get("member_offset") is not None and d.get("member_bytes")}
+    thumbs = load_thumbnails({(d.get("shard"), d.get("member")) for d in data}, open_shard or _no_shards, workers,
+                             read_range=read_range, located=located)
+    by_key = {d["key"]: thumbs[(d.get("shard"), d.get("member"))] for d in data}
+    copies = duplicates.input_thumbnails([c for _, cs in groups for c in cs], read_input, workers)
+    kept_thumbs = {k: by_key.get(k) or duplicates.placeholder(f"{k} is not in this run's index (an earlier run's sample)")
+                   for k in kept_keys}
     rows = {i: Row(i, d, ev, float(scores.score[i]), list(f or []), thumbs[(d.get("shard"), d.get("member"))])
             for i, d, ev, f in zip(needed, data, evidence, flags)}
     job = str(manifest.get("job") or "?")
@@ -483,7 +527,7 @@ def render_html(manifest: dict, index: pa.Table, rejects: pa.Table, hallucinatio
     caps_html = ("<p class='cap-note'>Capped for size: " + " ".join(_esc(c) for c in caps) + " Charts and counts cover all rows.</p>") if caps else ""
     body = (
         f"<header><h1>curate run: {_esc(job)}</h1><nav><a href='#summary'>summary</a> · <a href='#distributions'>distributions</a> · "
-        f"<a href='#worst'>worst captions</a> · <a href='#samples-section'>samples</a> · <a href='#rejects'>rejected</a></nav>{caps_html}{miss_note}</header>"
+        f"<a href='#worst'>worst captions</a> · <a href='#samples-section'>samples</a> · <a href='#duplicates'>duplicates</a> · <a href='#rejects'>rejected</a></nav>{caps_html}{miss_note}</header>"
         + _summary(manifest, index, rejects, scores)
         + _distributions(manifest, index, scores)
         + f'<section id="worst"><h2>Worst captions</h2><p class="muted">Top {WORST_PER_GROUP} by hallucination score. '
@@ -491,6 +535,7 @@ def render_html(manifest: dict, index: pa.Table, rejects: pa.Table, hallucinatio
         + _worst_section(by_bucket, nb, rows, "bucket", "worst-bucket")
         + _worst_section(by_source, ns, rows, "source", "worst-source") + "</section>"
         + _samples_table(order.tolist(), rows, cap_note, index.num_rows)
+        + duplicates.section(groups, kept_thumbs, copies, duplicates.count_groups(rejects))
         + _rejects_table(rejects)
         + f"<details><summary>manifest.json</summary><pre>{_esc(_manifest_text(manifest))}</pre></details>"
     )

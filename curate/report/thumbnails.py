@@ -1,4 +1,6 @@
-"""Inline JPEG thumbnails read from the shards (each shard streamed once; missing -> placeholder)."""
+"""Inline JPEG thumbnails read from the shards: one ranged read per image where the index has
+its byte offset, else each shard streamed once (runs written before offsets); missing ->
+placeholder."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ THUMB_PX = 192            # thumbnails' longest side
 THUMB_QUALITY = 70
 
 OpenShard = Callable[[str], BinaryIO]
+ReadRange = Callable[[str, int, int], bytes]    # (shard, offset, size) -> bytes
 
 
 @dataclass
@@ -86,19 +89,43 @@ def _shard_thumbs(rel: str, members: set[str], open_shard: OpenShard) -> dict[st
     return found | {m: Thumb(_placeholder_uri(), False, f"{m} not found in {rel}") for m in members - found.keys()}
 
 
+def placeholder(note: str) -> Thumb:
+    return Thumb(_placeholder_uri(), False, note)
+
+
+def thumbnail_of(data: bytes) -> Thumb:
+    """A thumbnail of image bytes; raises on undecodable data."""
+    return Thumb(make_thumbnail(data), True)
+
+
+def _ranged_thumb(rel: str, member: str, where: tuple[int, int], read_range: ReadRange) -> Thumb:
+    try:
+        return thumbnail_of(read_range(rel, *where))
+    except Exception as exc:  # unreadable or undecodable: a placeholder, not a failed report
+        return placeholder(f"cannot read {member} in {rel}: {type(exc).__name__}: {exc}")
+
+
 def load_thumbnails(wanted: Iterable[tuple[str | None, str | None]], open_shard: OpenShard,
-                    workers: int = 4) -> dict[tuple[str | None, str | None], Thumb]:
-    """Thumbnails for (shard, member) pairs; each shard is opened once. Missing → placeholder."""
+                    workers: int = 4, read_range: ReadRange | None = None,
+                    located: dict[tuple[str, str], tuple[int, int]] | None = None) -> dict[tuple[str | None, str | None], Thumb]:
+    """Thumbnails for (shard, member) pairs. A pair in `located` ((offset, size) of the member's
+    data) is one ranged read; the others stream their shard once. Missing -> placeholder."""
     by_shard: dict[str, set[str]] = {}
+    ranged: list[tuple[str, str]] = []
     out: dict[tuple[str | None, str | None], Thumb] = {}
+    located = located or {}
     for shard, member in wanted:
         if not shard or not member:
             out[(shard, member)] = Thumb(_placeholder_uri(), False, "no shard/member in the index row")
+        elif read_range is not None and (shard, member) in located:
+            ranged.append((shard, member))
         else:
             by_shard.setdefault(shard, set()).add(member)
-    if not by_shard:
+    if not by_shard and not ranged:
         return out
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(by_shard)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for pair, thumb in zip(ranged, pool.map(lambda p: _ranged_thumb(*p, located[p], read_range), ranged)):
+            out[pair] = thumb
         results = pool.map(lambda kv: (kv[0], _shard_thumbs(kv[0], kv[1], open_shard)), sorted(by_shard.items()))
         for shard, thumbs in results:
             out.update({(shard, m): t for m, t in thumbs.items()})

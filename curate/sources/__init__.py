@@ -159,6 +159,16 @@ def reread(uri: str, job: Job, source: int) -> bytes:
     return path.read_bytes()
 
 
+def rejected_input_bytes(row: dict, job: Job, run) -> bytes:
+    """The bytes of an input that was ingested but not written (a dropped duplicate), found by its
+    rejects row (unit, key): its staged blob, or the source read again."""
+    staged = pq.read_table(run.ingest / f"{row['unit']}.parquet", columns=["key", "uri", "source", "blob"],
+                           filters=[("key", "=", row["key"])]).to_pylist()
+    if not staged:
+        raise FileNotFoundError(f"{row['key']} is not among unit {row['unit']}'s ingested inputs")
+    return stored_bytes(staged[0], job, run.root)
+
+
 def stored_bytes(row: dict, job: Job, root: Path) -> bytes:
     """An ingested input's bytes for later phases: its staged blob, or the source read again."""
     from curate.blobs import read_blob
