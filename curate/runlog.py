@@ -7,6 +7,7 @@ traceback of any error); the terminal gets one line naming the cause and that fi
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,8 +52,18 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+# "SomeError: message" lines of a traceback text (Ray ships a worker's traceback as text only)
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|NotFound|Interrupt)): (.+)$")
+
+
 def one_line(exc: BaseException) -> str:
+    """The first cause of `exc` in one line: a worker's original error where Ray wrapped it."""
     cause = root_cause(exc)
+    if type(cause).__module__.startswith("ray."):
+        raised = [m for m in map(_RAISED.match, str(exc).splitlines()) if m and not m.group(1).startswith("ray.")]
+        if raised:
+            name, message = raised[0].groups()
+            return f"{name.rsplit('.', 1)[-1]}: {message[:300]}"
     text = [line for line in str(cause).strip().splitlines() if line.strip()]
     return f"{type(cause).__name__}: {text[0][:300]}" if text else type(cause).__name__
 

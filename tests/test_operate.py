@@ -92,3 +92,19 @@ def test_status_json_and_the_log_file_of_a_copied_run(demo_run, tmp_path):
     units = len(list((copy / "_work" / "ingest").glob("*.done")))
     assert state["state"] == "in_progress" and state["phases"]["write"] == {"done": 0, "total": 1}
     assert state["phases"]["ingest"] == state["phases"]["caption"] == {"done": units, "total": units}
+
+
+def test_an_error_during_a_run_is_one_line_naming_its_log(demo_run, corpus, tiny_vlm, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(demo_run.run_dir, root)
+    for rel in ("manifest.json", "_work/write.done"):   # the write step is to be redone ...
+        (root / rel).unlink()
+    shutil.rmtree(root / "ar1024")
+    (root / "ar1024").write_text("a file where the shard folder goes")   # ... and cannot be
+    res = cli("run", str(DEMO_JOB), *set_args(demo_overrides(corpus, tiny_vlm, root)))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: NotADirectoryError: "), res.stderr   # the worker's own error
+    log = errors[0].rsplit("(full traceback in ", 1)[1].rstrip(")")
+    assert Path(log).parent == root.resolve() / "logs" and "Traceback (most recent call last)" in Path(log).read_text()
+    assert any(line.split()[:1] == ["write"] and "eta" in line for line in res.stderr.splitlines())   # progress with time left
