@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from curate import __version__
 from curate.accounting import account
 from curate.jobs import JobError, check_paths, config_hash
-from curate.outputs import LocalOutput, S3Output, output_for, work_dir
+from curate.outputs import MARKER, LocalOutput, S3Output, output_for, work_dir
 from curate.phases.caption import run_caption
 from curate.phases.dedup import run_dedup
 from curate.phases.ingest import run_ingest
@@ -82,6 +82,8 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     resumed = stamp.exists()
     if resumed:
         _same_config(json.loads(stamp.read_text())["config_hash"], chash, run)
+        run.sweep()   # temporaries of commits killed mid-write
+    output.claim(chash)
     from curate.engine import init_ray
 
     timings: dict[str, float] = {}
@@ -177,6 +179,6 @@ def clear_remote(output: LocalOutput | S3Output) -> None:
         return
     output.sweep()
     keys = output.list_keys()
-    if keys and "manifest.json" not in keys and not all(k.startswith(("ar", "index/", "report/", "rejects/")) for k in keys):
+    if keys and "manifest.json" not in keys and MARKER not in keys and not all(k.startswith(("ar", "index/", "report/", "rejects/")) for k in keys):
         raise JobError(f"{output.url} holds objects that are not a curate run's output; refusing to delete them")
     output.delete(keys)
