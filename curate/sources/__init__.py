@@ -33,7 +33,7 @@ from curate.sources.base import (
     read_fd,
 )
 from curate.sources.http import HttpReader, HttpSession
-from curate.sources.netsafety import redact
+from curate.sources.netsafety import MAX_URL_CHARS, redact
 from curate.storage import write_parquet_atomic
 from schemas.job import Job, UrlListSource
 
@@ -175,7 +175,11 @@ def expand_unit(unit: dict, job: Job, session: HttpSession | None) -> Iterator[I
         if src.type == "url_list":
             url = (r["uri"] or "").strip()
             inp = Input(key_for(f"{src.path}#{r['row']}"), redact(url), None, alt=r["alt"])
-            inp.reader = HttpReader(session, url)
+            if len(url) > MAX_URL_CHARS:  # refused unread, and not copied whole into every report
+                inp.uri = f"{redact(url[:200])}... ({len(url)} characters)"
+                inp.error = InputError("bad_url", f"URL of {len(url)} characters > {MAX_URL_CHARS}")
+            else:
+                inp.reader = HttpReader(session, url)
             yield inp
             continue
         inp = Input(key_for(r["uri"]), r["uri"], None, alt_uri=r["alt_uri"])

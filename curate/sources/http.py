@@ -59,12 +59,14 @@ class HttpSession:
         """
         cfg = self.cfg
         current, visited, hops, attempt = url, {url}, 0, 0
+        unreachable: set[str] = set()   # addresses of `current` that refused the connection
         headers = {"Range": f"bytes={start}-{'' if end is None else end}"} if (start or end is not None) else {}
         if if_range and headers:
             headers["If-Range"] = if_range
         while True:
             try:
-                address = await check_url(current, cfg.allow_private_networks)
+                addresses = await check_url(current, cfg.allow_private_networks)
+                address = next((a for a in addresses if a not in unreachable), addresses[0])
                 request = pinned_request(self.client, current, address, headers)
             except Refused as exc:
                 raise InputError(exc.reason, exc.detail if hops == 0 else f"after redirect to {redact(current)}: {exc.detail}") from None
@@ -76,6 +78,10 @@ class HttpSession:
                 attempt = await self._retry_or_raise(attempt, "timeout", f"{type(exc).__name__} from {redact(current)}", None)
                 continue
             except httpx.TransportError as exc:
+                if isinstance(exc, httpx.ConnectError) and set(addresses) - unreachable - {address}:
+                    unreachable.add(address)   # the name's next checked address
+                    continue
+                unreachable.clear()
                 attempt = await self._retry_or_raise(attempt, "fetch_error", f"{type(exc).__name__}: {exc}", None)
                 continue
             status = resp.status_code
@@ -92,6 +98,7 @@ class HttpSession:
                     raise InputError("too_many_redirects", f"more than {cfg.max_redirects} redirects")
                 visited.add(nxt)
                 current = nxt
+                unreachable.clear()
                 continue
             if status == 416 and headers:  # empty or shorter body than the range: ask for all of it
                 await resp.aclose()

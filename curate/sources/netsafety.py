@@ -71,9 +71,9 @@ def address_verdict(ip: str, allow_private: bool) -> str | None:
     return "not a globally routable address"
 
 
-async def check_url(url: str, allow_private: bool) -> str:
-    """The address to connect to for `url`; Refused by scheme, shape, or when its host
-    resolves to any refused address."""
+async def check_url(url: str, allow_private: bool) -> list[str]:
+    """The addresses to connect to for `url` (in resolver order); Refused by scheme, shape, or
+    when its host resolves to any refused address."""
     if len(url) > MAX_URL_CHARS:
         raise Refused("bad_url", f"URL of {len(url)} characters > {MAX_URL_CHARS}")
     try:
@@ -97,7 +97,7 @@ async def check_url(url: str, allow_private: bool) -> str:
         why = address_verdict(info[4][0], allow_private)
         if why:
             raise Refused("blocked_address", f"{host} resolves to {info[4][0]}: {why}")
-    return infos[0][4][0]
+    return list(dict.fromkeys(info[4][0] for info in infos))
 
 
 _USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
