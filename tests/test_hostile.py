@@ -348,3 +348,123 @@ def test_crawl_is_pinned_decodes_nothing_and_ties_its_two_reads(hostile):
     assert named and all(r["host"] == f"localhost:{urls[4].split(':')[2].split('/')[0]}" for r in named)
     gz = [r for r in pq.read_table(result.run_dir / "rejects").to_pylist() if r["uri"].endswith("/gzip/gz.jpg")]
     assert gz[0]["detail"].startswith("unrecognised bytes starting b'\\x1f\\x8b")
+
+
+# ---- targeted checks, no Ray --------------------------------------------------------------
+
+@pytest.mark.parametrize(("ip", "strict", "private_allowed"), [
+    ("8.8.8.8", None, None),
+    ("2606:4700:4700::1111", None, None),
+    ("127.0.0.1", "loopback or private address", None),
+    ("::1", "loopback or private address", None),
+    ("10.1.2.3", "loopback or private address", None),
+    ("fc00::7", "loopback or private address", None),
+    ("100.64.3.4", "loopback or private address", None),          # shared address space
+    ("100.100.100.200", "cloud metadata address", "cloud metadata address"),   # Alibaba, inside 100.64/10
+    ("169.254.169.254", "cloud metadata address", "cloud metadata address"),
+    ("169.254.170.2", "cloud metadata address", "cloud metadata address"),     # AWS ECS
+    ("168.63.129.16", "cloud metadata address", "cloud metadata address"),     # Azure WireServer (public range)
+    ("192.0.0.192", "cloud metadata address", "cloud metadata address"),       # Oracle Classic
+    ("fd00:ec2::254", "cloud metadata address", "cloud metadata address"),     # AWS over IPv6, in fc00::/7
+    ("fd20:ce::254", "cloud metadata address", "cloud metadata address"),      # GCP over IPv6
+    ("::ffff:169.254.169.254", "cloud metadata address", "cloud metadata address"),
+    ("2002:a9fe:a9fe::1", "cloud metadata address", "cloud metadata address"),  # 6to4
+    ("64:ff9b::a9fe:a9fe", "cloud metadata address", "cloud metadata address"),  # NAT64
+    ("169.254.1.1", "link-local (cloud metadata) address", "link-local (cloud metadata) address"),
+    ("fe80::1%eth0", "link-local (cloud metadata) address", "link-local (cloud metadata) address"),
+    ("0.0.0.0", "reserved address", "reserved address"),
+    ("0.1.2.3", "reserved address", "reserved address"),
+    ("224.0.0.1", "reserved address", "reserved address"),
+    ("240.0.0.1", "reserved address", "reserved address"),
+])
+def test_one_allow_list_and_an_always_deny_list(ip, strict, private_allowed):
+    from curate.sources.netsafety import address_verdict
+
+    assert address_verdict(ip, allow_private=False) == strict
+    assert address_verdict(ip, allow_private=True) == private_allowed
+
+
+def test_urls_are_judged_once_and_the_connection_goes_to_the_judged_address():
+    import asyncio
+
+    import httpx
+
+    from curate.sources.http import pinned_request
+    from curate.sources.netsafety import Refused, check_url
+
+    for url, reason in (("http://x/" + "a" * 9000, "bad_url"), ("http://[::1/x.jpg", "bad_url"),
+                        ("http://" + "a" * 300 + ".example/x", "bad_url"), ("gopher://x/", "bad_scheme")):
+        with pytest.raises(Refused) as err:
+            asyncio.run(check_url(url, True))
+        assert err.value.reason == reason, url
+    assert asyncio.run(check_url("http://localhost:8080/a.jpg", True)) == ["127.0.0.1"]
+    client = httpx.AsyncClient()
+    req = pinned_request(client, "https://user:pw@images.example:8443/a.jpg?x=1", "93.184.215.14", {"Range": "bytes=0-9"})
+    assert str(req.url) == "https://user:pw@93.184.215.14:8443/a.jpg?x=1"
+    assert req.headers["host"] == "images.example:8443" and req.headers["range"] == "bytes=0-9"
+    assert req.extensions["sni_hostname"] == "images.example"   # certificate checked against the name
+    v6 = pinned_request(client, "http://images.example/a.jpg", "2606:4700::1", {})
+    assert v6.url.host == "2606:4700::1" and v6.headers["host"] == "images.example"
+    asyncio.run(client.aclose())
+
+
+def test_yaml_alias_bombs_and_giant_job_files_are_refused_fast(tmp_path):
+    import time
+
+    from curate.jobs import MAX_JOB_BYTES, JobError, load_job
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{','.join([f'*{prev}'] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 500
+    (tmp_path / "loop.yaml").write_text("a: &a [*a]\n")
+    (tmp_path / "big.yaml").write_text("name: x\n" + "#" * MAX_JOB_BYTES)
+    for name, message in (("bomb", "once aliases are expanded"), ("loop", "once aliases are expanded"), ("big", "larger than 1024 KiB")):
+        t = time.perf_counter()
+        with pytest.raises(JobError, match=message):
+            load_job(tmp_path / f"{name}.yaml")
+        assert time.perf_counter() - t < 2, name
+
+
+def test_index_is_swapped_whole_and_killed_commits_are_swept(tmp_path):
+    import pyarrow as pa
+
+    from curate.storage import RunDir, tmp_name, write_partitioned_atomic
+
+    run = RunDir(tmp_path / "run")
+    write_partitioned_atomic(run.index, pa.table({"bucket": ["a", "b"], "v": [1, 2]}), "bucket")
+    write_partitioned_atomic(run.index, pa.table({"bucket": ["c"], "v": [3]}), "bucket")
+    assert sorted(p.name for p in run.index.iterdir()) == ["c"]
+    assert pq.read_table(run.index / "c" / "part-0.parquet")["v"].to_pylist() == [3]
+    assert not list(tmp_path.rglob(".*.tmp"))                      # the old folder went, nothing left beside
+    # what a killed commit leaves: a temp file beside a unit's parquet, a half-built index folder
+    (run.ingest).mkdir(parents=True)
+    tmp_name(run.ingest / "s00u000001.parquet").write_bytes(b"PAR1 half")
+    half = tmp_name(run.index)
+    (half / "x").mkdir(parents=True)
+    (half / "x" / "part-0.parquet").write_bytes(b"half")
+    (run.ingest / "s00u000000.parquet").write_bytes(b"committed")
+    assert run.sweep() == 2
+    assert sorted(p.name for p in run.root.rglob("*") if p.is_file()) == ["part-0.parquet", "s00u000000.parquet"]
+
+
+def test_s3_output_is_claimed_by_a_config_marker_before_any_write(s3_server, tmp_path):
+    from curate.jobs import JobError
+    from curate.outputs import MARKER, S3Output
+    from schemas.job import S3Options
+
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="claims")
+    opts = S3Options(endpoint_url=s3_server.endpoint)
+    out = S3Output("s3://claims/run", opts, 5 << 20)
+    out.claim("hash-a")
+    assert out.list_keys() == [MARKER]
+    out.claim("hash-a")                                    # a resumed run of the same job
+    with pytest.raises(JobError, match="different job configuration"):
+        out.claim("hash-b")
+    s3.put_object(Bucket="claims", Key="theirs/ar1024/1.0/000000.tar", Body=b"someone's shard")
+    with pytest.raises(JobError, match="holds objects but no"):
+        S3Output("s3://claims/theirs", opts, 5 << 20).claim("hash-a")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="claims", Prefix="theirs/")["Contents"]] == ["theirs/ar1024/1.0/000000.tar"]
