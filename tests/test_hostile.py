@@ -468,3 +468,28 @@ def test_s3_output_is_claimed_by_a_config_marker_before_any_write(s3_server, tmp
     with pytest.raises(JobError, match="holds objects but no"):
         S3Output("s3://claims/theirs", opts, 5 << 20).claim("hash-a")
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="claims", Prefix="theirs/")["Contents"]] == ["theirs/ar1024/1.0/000000.tar"]
+
+
+def test_s3_second_read_is_tied_to_the_first(s3_server):
+    import asyncio
+
+    from curate.sources.base import InputError
+    from curate.sources.s3 import S3Reader
+    from schemas.job import S3Options
+
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="tied")
+    old, new = os.urandom(50_000), os.urandom(50_000)
+    opts = S3Options(endpoint_url=s3_server.endpoint)
+
+    async def read(change: bool) -> bytes:
+        s3.put_object(Bucket="tied", Key="x.jpg", Body=old)
+        reader = S3Reader("s3://tied/x.jpg", len(old), opts, 1 << 20)
+        assert await reader.head(4096) == old[:4096]
+        if change:
+            s3.put_object(Bucket="tied", Key="x.jpg", Body=new)
+        return await reader.rest()
+
+    assert asyncio.run(read(change=False)) == old
+    with pytest.raises(InputError, match="changed between the header read and the full read"):
+        asyncio.run(read(change=True))

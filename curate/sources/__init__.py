@@ -71,6 +71,8 @@ def walk_folder(root: Path, exts: list[str]) -> Iterator[tuple[Path, str | None,
 def _refusal(root: Path, path: Path, entry: os.DirEntry) -> tuple[str | None, str | None]:
     if entry.name.startswith("."):
         return "hidden_file", "a dot-file (hidden) is not an input"
+    if entry.is_file(follow_symlinks=False):   # from the directory entry: no stat call
+        return None, None
     mode = entry.stat(follow_symlinks=False).st_mode
     if stat.S_ISLNK(mode):
         real = os.path.realpath(path)
