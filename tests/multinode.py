@@ -1,9 +1,10 @@
 """Run one small job on a local multi-node Ray cluster (ray.cluster_utils.Cluster), optionally
-removing a worker node once the caption phase starts. Run in its own process (the test session
-holds its own Ray): python -m tests.multinode SHAPE REMOVE JOB_YAML RESULT_JSON
+removing a worker node mid-phase. Run in its own process (the test session holds its own Ray):
+python -m tests.multinode SHAPE PHASE JOB_YAML RESULT_JSON
 
-SHAPE is CPUs per worker node, e.g. "1,1,1"; REMOVE is 1 to remove the last worker node
-mid-run. RESULT_JSON receives the manifest's counts and whether a node was removed.
+SHAPE is CPUs per worker node, e.g. "1,1,1"; PHASE (ingest or caption) removes the last worker
+node once that phase has committed its first unit, "none" removes nothing. RESULT_JSON receives
+the manifest's counts and timings, and whether a node was removed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    shape, remove, job_path, result_path = sys.argv[1], sys.argv[2] == "1", Path(sys.argv[3]), Path(sys.argv[4])
+    shape, phase, job_path, result_path = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
     from ray.cluster_utils import Cluster
 
     from curate.jobs import load_job
@@ -28,15 +29,15 @@ def main() -> None:
     job = load_job(job_path)
     removed = threading.Event()
 
-    def remove_when_captioning() -> None:
-        caption = Path(job.out) / "_work" / "caption"
-        while not caption.exists():
-            time.sleep(0.1)
+    def remove_mid_phase() -> None:
+        committed = Path(job.out) / "_work" / phase   # appears with the phase's first commit
+        while not committed.exists():
+            time.sleep(0.05)
         cluster.remove_node(nodes[-1])
         removed.set()
 
-    if remove:
-        threading.Thread(target=remove_when_captioning, daemon=True).start()
+    if phase != "none":
+        threading.Thread(target=remove_mid_phase, daemon=True).start()
     try:
         result = run_job(job, job_path, address=cluster.address)
         result_path.write_text(json.dumps({"counts": result.manifest["counts"], "removed": removed.is_set(),

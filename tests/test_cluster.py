@@ -58,7 +58,7 @@ def test_three_one_cpu_nodes_finish_and_survive_losing_one(tiny_vlm, ray_cluster
     job_path = tmp_path / "job.yaml"
     job_path.write_text(yaml.safe_dump(job))
     out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, "-m", "tests.multinode", "1,1,1", "1", str(job_path), str(out)],
+    proc = subprocess.run([sys.executable, "-m", "tests.multinode", "1,1,1", "caption", str(job_path), str(out)],
                           check=False, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr[-3000:]
