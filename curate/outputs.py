@@ -104,24 +104,30 @@ class S3Output:
 
     def claim(self, config_hash: str) -> None:
         """Mark the prefix as this configuration's output before anything is written, skipped,
-        swept or deleted there: a prefix with another configuration's marker, or with objects
-        but no marker, is refused (its shards are not ours to trust or remove)."""
+        swept or deleted there: a prefix whose marker (or complete run's manifest) names another
+        configuration, or with objects but neither, is refused (its shards are not ours to trust
+        or remove)."""
         import json
 
         from curate.jobs import JobError
 
-        if self.exists(MARKER):
-            with self.open_read(MARKER) as fh:
-                found = json.loads(fh.read()).get("config_hash")
-            if found != config_hash:
-                raise JobError(f"{self.url} holds a run of a different job configuration (config hash {found}, this job "
-                               f"{config_hash}); use --fresh to replace it or --out for a new folder")
-            return
-        base = f"{self.prefix}/" if self.prefix else ""
-        if self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, MaxKeys=1).get("KeyCount", 0):
-            raise JobError(f"{self.url} holds objects but no {MARKER} (not this job's output); "
-                           "use --fresh to replace a curate run there, or --out for a new prefix")
-        self.client.put_object(Bucket=self.bucket, Key=self.key(MARKER), Body=json.dumps({"config_hash": config_hash}).encode())
+        found = next((self._config_hash(rel) for rel in (MARKER, "manifest.json") if self.exists(rel)), None)
+        if found is None:
+            base = f"{self.prefix}/" if self.prefix else ""
+            if self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, MaxKeys=1).get("KeyCount", 0):
+                raise JobError(f"{self.url} holds objects but no {MARKER} (not this job's output); "
+                               "use --fresh to replace a curate run there, or --out for a new prefix")
+        elif found != config_hash:
+            raise JobError(f"{self.url} holds a run of a different job configuration (config hash {found}, this job "
+                           f"{config_hash}); use --fresh to replace it or --out for a new folder")
+        if not self.exists(MARKER):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(MARKER), Body=json.dumps({"config_hash": config_hash}).encode())
+
+    def _config_hash(self, rel: str) -> str | None:
+        import json
+
+        with self.open_read(rel) as fh:
+            return json.loads(fh.read()).get("config_hash")
 
     def exists(self, rel: str) -> bool:
         from botocore.exceptions import ClientError

@@ -74,6 +74,7 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
         manifest = json.loads(run.manifest.read_text())
         _same_config(manifest["config_hash"], chash, run)
         if manifest.get("status") == "complete":
+            output.claim(chash)
             publish(run, output)
             return RunResult(manifest, resumed=True, run_dir=run.root)
     problems = check_paths(job, job_path)

@@ -464,6 +464,10 @@ def test_s3_output_is_claimed_by_a_config_marker_before_any_write(s3_server, tmp
     out.claim("hash-a")                                    # a resumed run of the same job
     with pytest.raises(JobError, match="different job configuration"):
         out.claim("hash-b")
+    s3.put_object(Bucket="claims", Key="done/manifest.json", Body=b'{"config_hash": "hash-a"}')   # published before markers
+    S3Output("s3://claims/done", opts, 5 << 20).claim("hash-a")
+    with pytest.raises(JobError, match="different job configuration"):
+        S3Output("s3://claims/done", opts, 5 << 20).claim("hash-c")
     s3.put_object(Bucket="claims", Key="theirs/ar1024/1.0/000000.tar", Body=b"someone's shard")
     with pytest.raises(JobError, match="holds objects but no"):
         S3Output("s3://claims/theirs", opts, 5 << 20).claim("hash-a")

@@ -4,8 +4,8 @@ One allow-list: globally routable addresses (`ipaddress.is_global`), plus loopba
 shared (100.64.0.0/10) addresses when the job allows private networks. Refused always, whatever
 the setting: cloud metadata endpoints (METADATA, IPv4 and IPv6), link-local, multicast and
 reserved ranges. IPv6 forms that embed an IPv4 address (mapped, 6to4, NAT64, Teredo) are judged
-by that address. `check_url` returns the address it judged, and the client connects to that
-address (no second DNS lookup a rebinding host could answer differently).
+by that address. `check_url` returns the addresses it judged, and the client connects to one
+of them (no second DNS lookup a rebinding host could answer differently).
 """
 
 from __future__ import annotations
