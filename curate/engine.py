@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import warnings
 from collections import defaultdict
@@ -48,10 +49,11 @@ def init_ray(address: str | None, num_cpus: int | None, no_progress_timeout_s: f
     return address or "local"
 
 
-def cluster_cpus() -> float:
+def node_cpus() -> list[float]:
+    """CPUs of each alive node."""
     import ray
 
-    return float(ray.cluster_resources().get("CPU", 1))
+    return [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
 
 
 def cluster_gpus() -> float:
@@ -63,16 +65,29 @@ def cluster_gpus() -> float:
 def actor_resources(name: str, num_cpus: float, num_gpus: float, pools: int) -> tuple[float, float]:
     """CPUs and GPUs per actor, adjusted so the pipeline cannot deadlock on this cluster.
 
-    Fixed pools that hold every CPU starve the read tasks (Ray Data then hangs), and an actor
-    asking for a GPU on a cluster without one would wait forever: fall back to CPU instead.
+    Actors that hold the CPUs the tasks need starve the tasks (Ray Data then hangs), and an
+    actor asking for a GPU on a cluster without one would wait forever: fall back to CPU.
     """
     if num_gpus > 0 and cluster_gpus() == 0:
         warnings.warn(f"{name}: num_gpus={num_gpus} but the cluster has no GPU; running on CPU", stacklevel=2)
         num_gpus = 0
-    spare = cluster_cpus() - 1  # one CPU stays free for the tasks that feed the actors
-    if num_cpus * pools > spare:
-        num_cpus = max(spare, 0.25) / pools
-    return num_cpus, num_gpus
+    return actor_cpus(num_cpus, pools, node_cpus()), num_gpus
+
+
+def actor_cpus(requested: float, actors: int, nodes: list[float]) -> float:
+    """CPUs per actor such that, wherever Ray places `actors` of them, some node keeps a whole
+    CPU for the (1-CPU) tasks that feed them.
+
+    Per node, not per cluster: every node i can give its actors up to C_i - 1 CPUs and still
+    run a task, so if all actors together take at most sum(max(C_i - 1, 0)), some node has a
+    free CPU (were every node short of one, the actors would hold more than that sum). On
+    3 x 1 CPU that sum is 0: the actors reserve no CPU (they still run; Ray only schedules by
+    reservations), where 3 actors of 0.67 CPU, one per node, left no node a whole CPU.
+    """
+    spare = sum(max(c - 1, 0.0) for c in nodes)
+    if requested * actors <= spare:
+        return requested
+    return math.floor(spare / actors * 1000) / 1000   # Ray counts CPUs in units of 1e-4
 
 
 def split_by(table: pa.Table, column: str) -> list[pa.Table]:

@@ -64,6 +64,9 @@ class Header:
         return self.orientation in _SWAPS_AXES
 
 
+# JPEG files Pillow names otherwise: MPO (a camera's multi-picture JPEG: the first image is
+# a plain baseline JPEG, the rest ride in APP2 and after it)
+_CAMERA_JPEG = {"MPO": "JPEG"}
 _MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png")]
 _OTHER_IMAGES = [b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00\x01\x00", b"8BPS"]
 
@@ -88,7 +91,7 @@ def probe(data: bytes) -> Header:
         raise ProbeError("empty_file", "zero bytes")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            fmt = img.format
+            fmt = _CAMERA_JPEG.get(img.format, img.format)
             w, h = img.size
             orientation = _orientation(img)
             quality = jpeg_quality(getattr(img, "quantization", None)) if fmt == "JPEG" else None

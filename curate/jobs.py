@@ -26,10 +26,11 @@ def load_job(path: str | Path, overrides: list[str] = (), out: str | None = None
     path = Path(path)
     if not path.is_file():
         raise JobError(f"{path}: job file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise JobError(f"{path}: not valid YAML: {exc}") from None
+    with open(path, "rb") as fh:
+        text = fh.read(MAX_JOB_BYTES + 1)
+    if len(text) > MAX_JOB_BYTES:
+        raise JobError(f"{path}: larger than {MAX_JOB_BYTES >> 10} KiB; a job file is a page of settings")
+    raw = parse_yaml(text.decode(errors="replace"), path)
     if not isinstance(raw, dict):
         raise JobError(f"{path}: expected a mapping of job settings at the top level")
     for item in overrides:
@@ -42,6 +43,33 @@ def load_job(path: str | Path, overrides: list[str] = (), out: str | None = None
         raise JobError(format_validation_error(path, exc)) from None
 
 
+MAX_JOB_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+
+
+def parse_yaml(text: str, path: Path):
+    """YAML, bounded in time and memory: PyYAML builds an alias once and shares it, so a
+    "billion laughs" document loads small and explodes only when walked (validation, hashing).
+    The walk here counts every value as often as it is reached and stops at MAX_YAML_NODES."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise JobError(f"{path}: YAML nested too deeply") from None
+    seen, stack = 0, [raw]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            raise JobError(f"{path}: more than {MAX_YAML_NODES} values once aliases are expanded (an alias bomb?)")
+        if isinstance(node, dict):
+            stack += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            stack += node
+    return raw
+
+
 def apply_override(raw: dict, item: str, path: Path) -> None:
     """`a.b.0.c=value`: value parsed as YAML (so numbers, booleans and lists work)."""
     dotted, sep, value = item.partition("=")
@@ -52,7 +80,7 @@ def apply_override(raw: dict, item: str, path: Path) -> None:
     for i, part in enumerate(parts[:-1]):
         node = _step(node, part, parts[: i + 1], path, create=True)
     last = parts[-1]
-    parsed = yaml.safe_load(value) if value else ""
+    parsed = parse_yaml(value, path) if value else ""
     if isinstance(node, list):
         index = _index(last, parts, path, len(node))
         node[index] = parsed

@@ -18,11 +18,16 @@ from typing import BinaryIO
 from curate.storage import TMP_SUFFIX, open_atomic
 from schemas.job import Job, S3Options
 
+MARKER = "_curate_config.json"   # on S3: which configuration's output this prefix holds
+
 
 class LocalOutput:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.url = str(self.root)
+
+    def claim(self, config_hash: str, replacing: str | None = None) -> None:
+        """A local output is claimed by the run folder's own `_work/config.json`."""
 
     def exists(self, rel: str) -> bool:
         return (self.root / rel).exists()
@@ -102,6 +107,34 @@ class S3Output:
 
     def key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def claim(self, config_hash: str, replacing: str | None = None) -> None:
+        """Mark the prefix as this configuration's output before anything is written, skipped,
+        swept or deleted there: a prefix whose marker (or complete run's manifest) names another
+        configuration, or with objects but neither, is refused (its shards are not ours to trust
+        or remove). `replacing`: the configuration this run is changing from (its own earlier
+        settings, found in its work folder), whose marker is taken over."""
+        import json
+
+        from curate.jobs import JobError
+
+        found = next((self._config_hash(rel) for rel in (MARKER, "manifest.json") if self.exists(rel)), None)
+        if found is None:
+            base = f"{self.prefix}/" if self.prefix else ""
+            if self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, MaxKeys=1).get("KeyCount", 0):
+                raise JobError(f"{self.url} holds objects but no {MARKER} (not this job's output); "
+                               "use --fresh to replace a curate run there, or --out for a new prefix")
+        elif found not in (config_hash, replacing):
+            raise JobError(f"{self.url} holds a run of a different job configuration (config hash {found}, this job "
+                           f"{config_hash}); use --fresh to replace it or --out for a new folder")
+        if not self.exists(MARKER) or (replacing and found == replacing):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(MARKER), Body=json.dumps({"config_hash": config_hash}).encode())
+
+    def _config_hash(self, rel: str) -> str | None:
+        import json
+
+        with self.open_read(rel) as fh:
+            return json.loads(fh.read()).get("config_hash")
 
     def exists(self, rel: str) -> bool:
         from botocore.exceptions import ClientError

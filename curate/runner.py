@@ -19,7 +19,7 @@ from rich.console import Console
 from curate import __version__
 from curate.accounting import AccountingError, account
 from curate.jobs import JobError, check_paths, config_hash
-from curate.outputs import LocalOutput, S3Output, output_for, work_dir
+from curate.outputs import MARKER, LocalOutput, S3Output, output_for, work_dir
 from curate.phasekeys import PHASES, captioner_keys, describe, first_changed, phase_keys
 from curate.phases.caption import run_caption
 from curate.phases.dedup import run_dedup
@@ -75,15 +75,13 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     if fresh:
         run.clear()
         clear_remote(output)
-    elif not stamp.exists() and isinstance(output, S3Output) and output.exists("manifest.json"):
-        with output.open_read("manifest.json") as fh:
-            _same_config(json.loads(fh.read())["config_hash"], chash, run, where=output.url)
     previous = json.loads(stamp.read_text()) if stamp.exists() else None
     if run.manifest.exists() and not previous:
         _same_config(json.loads(run.manifest.read_text())["config_hash"], chash, run)
     if run.manifest.exists() and previous and previous.get("config_hash") == chash:
         manifest = json.loads(run.manifest.read_text())
         if manifest.get("status") == "complete":
+            output.claim(chash)
             publish(run, output)
             return RunResult(manifest, resumed=True, run_dir=run.root)
     problems = check_paths(job, job_path)
@@ -91,6 +89,11 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     if problems:
         raise JobError("\n".join(problems))
     redo = _changed_phase(previous, job, keys, chash, run) if previous else None
+    if previous:
+        run.sweep()   # temporaries of commits killed mid-write
+    # the output is ours (its marker names this configuration, or the one being changed) before
+    # anything there is skipped, swept or deleted
+    output.claim(chash, replacing=previous["config_hash"] if redo else None)
     log_path = start_log(run.root)
     log.info("job %s (%s), config %s, out %s", job.name, job_path, chash, output.url)
     try:
@@ -273,6 +276,6 @@ def clear_remote(output: LocalOutput | S3Output) -> None:
         return
     output.sweep()
     keys = output.list_keys()
-    if keys and "manifest.json" not in keys and not all(k.startswith(("ar", "index/", "report/", "rejects/")) for k in keys):
+    if keys and "manifest.json" not in keys and MARKER not in keys and not all(k.startswith(("ar", "index/", "report/", "rejects/")) for k in keys):
         raise JobError(f"{output.url} holds objects that are not a curate run's output; refusing to delete them")
     output.delete(keys)

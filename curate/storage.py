@@ -75,9 +75,34 @@ def write_partitioned_atomic(folder: Path, table: pa.Table, by: str) -> None:
         (tmp / str(value)).mkdir(parents=True)
         pq.write_table(part, tmp / str(value) / "part-0.parquet")
     tmp.mkdir(parents=True, exist_ok=True)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    replace_folder(tmp, folder)
+
+
+def replace_folder(new: Path, folder: Path) -> None:
+    """Put folder `new` at `folder` so that a reader sees the old folder or the new one, never
+    none: an atomic exchange (Linux renameat2 RENAME_EXCHANGE), else the old one moved aside
+    first (a reader can then find no folder for a moment, never a mix)."""
+    if not folder.exists():
+        os.replace(new, folder)
+        return
+    if not _exchange(new, folder):
+        aside = tmp_name(folder)
+        os.replace(folder, aside)
+        os.replace(new, folder)
+        new = aside
+    shutil.rmtree(new)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 class RunDir:
@@ -107,6 +132,21 @@ class RunDir:
 
     def mark(self, path: Path) -> None:
         write_bytes_atomic(path, b"")
+
+    def sweep(self) -> int:
+        """Delete hidden temporaries (files and folders) that killed writers left in the run
+        folder; a resumed run calls this before it commits anything. Returns how many."""
+        stale = sorted(self.root.rglob(f".*{TMP_SUFFIX}"), key=lambda p: len(p.parts)) if self.root.exists() else []
+        gone = 0
+        for p in stale:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists() or p.is_symlink():
+                p.unlink(missing_ok=True)
+            else:
+                continue   # inside a folder already removed
+            gone += 1
+        return gone
 
     def looks_like_run(self) -> bool:
         return self.manifest.exists() or self.work.exists()

@@ -24,6 +24,15 @@ class Reason(StrEnum):
     TOO_MANY_REDIRECTS = "too_many_redirects"
     REDIRECT_LOOP = "redirect_loop"
     FETCH_ERROR = "fetch_error"
+    BAD_URL = "bad_url"                    # not a usable URL (too long, no host, malformed)
+    # ingest: what a source lists but never opens
+    HIDDEN_FILE = "hidden_file"            # a dot-file
+    NOT_A_FILE = "not_a_file"              # a FIFO, device or socket (or a link to one)
+    BROKEN_LINK = "broken_link"            # a dangling symlink or a symlink loop
+    UNSAFE_PATH = "unsafe_path"            # a symlink that leaves the source folder
+    # ingest: a webdataset sample's members
+    BAD_METADATA = "bad_metadata"          # a json member that is not a small, shallow JSON value
+    TOO_MANY_MEMBERS = "too_many_members"  # more members (or member bytes) in one sample than allowed
     # ingest: bytes and header
     EMPTY_FILE = "empty_file"
     TOO_MANY_BYTES = "too_many_bytes"

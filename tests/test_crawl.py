@@ -6,10 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import subprocess
-import sys
 import tarfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,14 +23,7 @@ from curate.jobs import load_job
 from curate.runner import run_job
 from curate.sample import render
 from tests.conftest import SECRET_KEY
-
-
-class Web:
-    def __init__(self, root: Path, base: str, log: Path):
-        self.root, self.base, self.log = root, base, log
-
-    def requests(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
+from tests.servers.http_server import Web, serve
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +36,8 @@ def web(tmp_path_factory):
     noise = Image.fromarray((rng.random((350, 500, 3)) * 255).astype(np.uint8)).resize((1000, 700))
     for i in range(160):
         noise.rotate(i, expand=False).save(root / f"small_{i}.jpg", quality=90)
-    port_file, log = root / "port", root / "requests.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.http_server", str(root), str(port_file), str(log)],
-                            cwd=Path(__file__).parents[1])
-    deadline = time.time() + 20
-    while not port_file.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    yield Web(root, f"http://127.0.0.1:{port_file.read_text()}", log)
-    proc.terminate()
-    proc.wait()
+    with serve(root) as server:
+        yield server
 
 
 def url_rows(web: Web) -> tuple[list[dict], Counter, int]:

@@ -4,7 +4,6 @@ writers killed mid-shard (locally and on S3) leaving nothing partial visible."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import signal
 import subprocess
@@ -88,14 +87,22 @@ def test_max_side_variant_is_downscaled_upright_and_reencoded(demo_run, corpus, 
 
 KILLED_WRITER = """
 import sys
+import time
 import pyarrow.parquet as pq
+import curate.sources
 from curate.phases.write import write_shard
+read = curate.sources.reread
+def stalling(uri, job, source):  # a source that never delivers the second sample's bytes
+    if uri.endswith("stalled.png"):
+        time.sleep(3600)
+    return read(uri, job, source)
+curate.sources.reread = stalling
 write_shard(pq.read_table(sys.argv[1]), sys.argv[2], open(sys.argv[3]).read())
 """
 
 
 def shard_plan(big: Path, blocking: Path, shard: str) -> pa.Table:
-    """A two-sample shard: a 6 MiB image, then one whose bytes never arrive (a FIFO)."""
+    """A two-sample shard: a 6 MiB image, then one whose bytes never arrive (its read stalls)."""
     from curate.phases.write import WRITE_PLAN
 
     data = big.read_bytes()
@@ -111,17 +118,17 @@ def test_writer_killed_mid_shard_leaves_no_partial_shard(where, s3_server, corpu
     from curate.jobs import load_job
     from curate.outputs import output_for
 
-    big, fifo = tmp_path / "big.png", tmp_path / "stalled.png"
+    big, stalled = tmp_path / "big.png", tmp_path / "stalled.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (2048, 2048, 3), dtype=np.uint8)).save(big, compress_level=0)
-    os.mkfifo(fifo)
-    overrides = demo_overrides(corpus, tiny_vlm, tmp_path / "out")
+    stalled.write_bytes(b"")   # folder sources refuse FIFOs: the stall is injected in KILLED_WRITER
+    overrides = demo_overrides(tmp_path, tiny_vlm, tmp_path / "out")
     if where == "s3":
         s3_server.client().create_bucket(Bucket="killed")
         overrides += s3_overrides(s3_server, tmp_path / "work", "s3://killed/run")
     job = load_job(DEMO_JOB, overrides)
     output = output_for(job)
     shard = "ar1024/1.0/000000.tar"
-    pq.write_table(shard_plan(big, fifo, shard), tmp_path / "plan.parquet")
+    pq.write_table(shard_plan(big, stalled, shard), tmp_path / "plan.parquet")
     (tmp_path / "job.json").write_text(job.model_dump_json())
     proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "plan.parquet"), str(tmp_path), str(tmp_path / "job.json")])
     try:

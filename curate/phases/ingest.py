@@ -21,7 +21,7 @@ from curate.engine import actor_resources, commit_by_unit
 from curate.phases.embed import EmbedActor
 from curate.phases.rejects import rejects_from
 from curate.sources import expand_unit, read_alt_sidecar
-from curate.sources.base import Input, InputError
+from curate.sources.base import Input, InputError, printable
 from curate.sources.http import HttpSession
 from curate.sources.netsafety import scrub
 from curate.storage import RunDir, write_parquet_atomic
@@ -36,7 +36,7 @@ STAGED = "staged"
 
 def base_row(inp: Input, job: Job, unit: dict) -> dict:
     return {"unit": unit["unit"], "key": inp.key, "source": f"{job.sources[unit['source']].type}:{unit['source']}",
-            "uri": inp.uri, "alt": inp.alt, "meta": json.dumps(inp.meta) if inp.meta else None}
+            "uri": inp.uri, "alt": inp.alt, "meta": json.dumps(inp.meta) if inp.meta else None, "detail": inp.note}
 
 
 async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> dict:
@@ -101,7 +101,9 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
         out.update(status=verdict[0].value, detail=verdict[1], pixels=None)
         return out
     if inp.alt is None and inp.alt_uri:
-        out["alt"] = await asyncio.to_thread(read_alt_sidecar, inp.alt_uri, job, source)
+        out["alt"], refused = await asyncio.to_thread(read_alt_sidecar, inp.alt_uri, job, source)
+        if refused:  # the image stays; why its alt text is missing is kept with its row
+            out["detail"] = refused
     if not reader.rereadable:
         out["blob"] = blobs.add(inp.key, data)
     return out
@@ -150,8 +152,10 @@ def ingest_block(batch: pa.Table, job_json: str, root: str) -> pa.Table:
     rows = []
     for unit in batch.to_pylist():
         rows += asyncio.run(ingest_unit(unit, job, Path(root)))
-    for r in rows:
-        r["detail"] = scrub(r.get("detail"))
+    for r in rows:  # text from strangers' names and errors: no credentials, no undecodable bytes
+        for col in ("uri", "detail", "alt"):
+            if r.get(col) is not None:
+                r[col] = printable(scrub(r[col]) if col == "detail" else r[col])
     # working-size pixels travel on to the embedding actor (no second decode) when it runs
     return rows_to_table(rows, WITH_PIXELS if job.filters.aesthetics.enabled else INGESTED)
 

@@ -8,6 +8,8 @@ whose inputs are discovered while it is read.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,38 +21,89 @@ import pyarrow.parquet as pq
 
 from curate.jobs import JobError
 from curate.sources import s3, wds
-from curate.sources.base import Input, InputError, LocalReader, key_for, local_path
+from curate.sources.base import (
+    SIDECAR_MAX_BYTES,
+    Input,
+    InputError,
+    LocalReader,
+    file_kind,
+    key_for,
+    local_path,
+    open_inside,
+    read_fd,
+)
 from curate.sources.http import HttpReader, HttpSession
-from curate.sources.netsafety import redact
+from curate.sources.netsafety import MAX_URL_CHARS, redact
 from curate.storage import write_parquet_atomic
 from schemas.job import Job, UrlListSource
 
-INPUTS = pa.schema([("row", pa.int64()), ("uri", pa.string()), ("size", pa.int64()), ("alt", pa.string()), ("alt_uri", pa.string())])
+INPUTS = pa.schema([("row", pa.int64()), ("uri", pa.string()), ("size", pa.int64()), ("alt", pa.string()), ("alt_uri", pa.string()),
+                    ("error", pa.string()), ("error_detail", pa.string())])   # error: a listed entry refused unread
 UNITS = pa.schema([("unit", pa.string()), ("source", pa.int32()), ("kind", pa.string()), ("path", pa.string()),
                    ("start", pa.int64()), ("stop", pa.int64())])
 
 
-def _with_ext(uris: list[tuple[str, int]], exts: list[str]) -> tuple[list[tuple[str, int]], set[str]]:
-    wanted = {"." + e.lower().lstrip(".") for e in exts}
-    images = [(u, n) for u, n in uris if Path(u).suffix.lower() in wanted and not Path(u).name.startswith(".")]
-    return images, {u for u, _ in uris if u.endswith(".txt")}
+def _wanted(name: str, exts: list[str]) -> bool:
+    return Path(name).suffix.lower() in {"." + e.lower().lstrip(".") for e in exts}
+
+
+def walk_folder(root: Path, exts: list[str]) -> Iterator[tuple[Path, str | None, str | None]]:
+    """(path, refusal reason, detail) of every entry under `root` whose name has an image
+    extension, refused or not: dot-files, FIFOs and devices, dangling or looping symlinks
+    and symlinks that leave `root` are listed with their reason (never opened). Dot-folders
+    and symlinked folders are not entered (a link may loop or leave the folder)."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            path = Path(e.path)
+            if e.is_dir(follow_symlinks=False):
+                if not e.name.startswith("."):
+                    stack.append(path)
+                continue
+            if not _wanted(e.name, exts):
+                continue
+            yield (path, *_refusal(root, path, e))
+
+
+def _refusal(root: Path, path: Path, entry: os.DirEntry) -> tuple[str | None, str | None]:
+    if entry.name.startswith("."):
+        return "hidden_file", "a dot-file (hidden) is not an input"
+    if entry.is_file(follow_symlinks=False):   # from the directory entry: no stat call
+        return None, None
+    mode = entry.stat(follow_symlinks=False).st_mode
+    if stat.S_ISLNK(mode):
+        real = os.path.realpath(path)
+        if not os.path.exists(real):
+            return "broken_link", "a dangling symlink or a symlink loop"
+        if os.path.commonpath([real, root]) != str(root):
+            return "unsafe_path", "a symlink to a path outside the source folder"
+        mode = os.stat(real).st_mode
+    if not stat.S_ISREG(mode):
+        return "not_a_file", f"not a regular file ({file_kind(mode)})"
+    return None, None
 
 
 def list_inputs(job: Job, i: int) -> pa.Table:
     src = job.sources[i]
     if src.type == "folder":
         root = Path(src.path).resolve()
-        files = [(p.as_uri(), 0) for p in root.rglob("*") if p.is_file()]
-        images, texts = _with_ext(files, src.extensions)
+        entries = [(p.as_uri(), 0, why, detail) for p, why, detail in walk_folder(root, src.extensions)]
+        texts: set[str] = set()
     elif src.type == "s3":
-        images, texts = _with_ext(s3.list_objects(src.prefix, src.s3), src.extensions)
+        objects = s3.list_objects(src.prefix, src.s3)
+        entries = [(u, n, None, None) for u, n in objects if _wanted(u, src.extensions) and not Path(u).name.startswith(".")]
+        texts = {u for u, _ in objects if u.endswith(".txt")}
     else:
         return read_url_list(src, f"sources.{i}")
     rows = []
-    for n, (uri, size) in enumerate(sorted(images)):
+    for n, (uri, size, why, detail) in enumerate(sorted(entries)):
         sidecar = uri.rsplit(".", 1)[0] + ".txt"
-        has_sidecar = src.alt_text == "sidecar" and (src.type == "folder" or sidecar in texts)
-        rows.append({"row": n, "uri": uri, "size": size, "alt": None, "alt_uri": sidecar if has_sidecar else None})
+        has_sidecar = src.alt_text == "sidecar" and why is None and (src.type == "folder" or sidecar in texts)
+        rows.append({"row": n, "uri": uri, "size": size, "alt": None, "alt_uri": sidecar if has_sidecar else None,
+                     "error": why, "error_detail": detail})
     return pa.Table.from_pylist(rows, schema=INPUTS)
 
 
@@ -79,8 +132,9 @@ def read_url_list(src: UrlListSource, field: str) -> pa.Table:
             raise JobError(f"{field}.{name}: column {col!r} not in {src.path} (columns: {', '.join(table.column_names)})")
     urls = _blank_to_null(table[src.url_column])
     alts = _blank_to_null(table[src.caption_column]) if src.caption_column else pa.nulls(table.num_rows, pa.string())
+    nulls = pa.nulls(table.num_rows, pa.string())
     return pa.table({"row": pa.array(range(table.num_rows), pa.int64()), "uri": urls, "size": pa.nulls(table.num_rows, pa.int64()),
-                     "alt": alts, "alt_uri": pa.nulls(table.num_rows, pa.string())}, schema=INPUTS)
+                     "alt": alts, "alt_uri": nulls, "error": nulls, "error_detail": nulls}, schema=INPUTS)
 
 
 def _blank_to_null(column) -> pa.ChunkedArray:
@@ -117,46 +171,74 @@ def expand_unit(unit: dict, job: Job, session: HttpSession | None) -> Iterator[I
     if unit["kind"] == "tar":
         yield from wds.iter_samples(unit["path"], src, max_bytes, None if unit["stop"] < 0 else unit["stop"])
         return
-    rows = pq.read_table(unit["path"]).slice(unit["start"], unit["stop"] - unit["start"]).to_pylist()
+    rows = pq.read_table(unit["path"], schema=INPUTS).slice(unit["start"], unit["stop"] - unit["start"]).to_pylist()
+    root = Path(src.path).resolve() if src.type == "folder" else None
     for r in rows:
         if src.type == "url_list":
             url = (r["uri"] or "").strip()
             inp = Input(key_for(f"{src.path}#{r['row']}"), redact(url), None, alt=r["alt"])
-            inp.reader = HttpReader(session, url)
+            if len(url) > MAX_URL_CHARS:  # refused unread, and not copied whole into every report
+                inp.uri = f"{redact(url[:200])}... ({len(url)} characters)"
+                inp.error = InputError("bad_url", f"URL of {len(url)} characters > {MAX_URL_CHARS}")
+            else:
+                inp.reader = HttpReader(session, url)
             yield inp
             continue
         inp = Input(key_for(r["uri"]), r["uri"], None, alt_uri=r["alt_uri"])
+        if r["error"]:
+            inp.error = InputError(r["error"], r["error_detail"])
+            yield inp
+            continue
         try:
-            inp.reader = LocalReader(local_path(r["uri"]), max_bytes) if src.type == "folder" else s3.S3Reader(r["uri"], r["size"], src.s3, max_bytes)
+            inp.reader = LocalReader(root, local_path(r["uri"]), max_bytes) if root else s3.S3Reader(r["uri"], r["size"], src.s3, max_bytes)
         except InputError as exc:
             inp.error = exc
         except OSError as exc:
-            inp.error = InputError("read_error", f"{type(exc).__name__}: {exc}")
+            inp.error = InputError("read_error", f"{type(exc).__name__}: {exc.strerror}")
         yield inp
 
 
-def read_alt_sidecar(uri: str | None, job: Job, source: int) -> str | None:
-    """The text of an alt-text sidecar, or None when absent or unreadable."""
+def read_alt_sidecar(uri: str | None, job: Job, source: int) -> tuple[str | None, str | None]:
+    """(alt text, None), (None, None) when there is no sidecar, or (None, why) when the sidecar
+    is refused (unsafe, not a regular file, larger than SIDECAR_MAX_BYTES): the image is
+    still ingested, without alt text."""
     if not uri:
-        return None
+        return None, None
     try:
         if uri.startswith("s3://"):
-            data = s3.get_bytes(uri, job.sources[source].s3)
+            data = s3.get_bytes(uri, job.sources[source].s3, 0, SIDECAR_MAX_BYTES)
         else:
-            data = local_path(uri).read_bytes()
-    except (InputError, OSError):
-        return None
-    return data.decode(errors="replace").strip() or None
+            data = read_local(local_path(uri), job.sources[source].path, SIDECAR_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None, None
+    except InputError as exc:
+        if uri.startswith("s3://") and "NoSuchKey" in exc.detail:
+            return None, None
+        return None, f"alt sidecar refused ({exc.reason}): {exc.detail}"
+    except OSError as exc:
+        return None, f"alt sidecar refused (read_error): {exc.strerror}"
+    if len(data) > SIDECAR_MAX_BYTES:
+        return None, f"alt sidecar refused (too_many_bytes): more than {SIDECAR_MAX_BYTES} bytes"
+    return data.decode(errors="replace").strip() or None, None
+
+
+def read_local(path: Path, folder: str, limit: int) -> bytes:
+    """A file of a folder source, read with the same rules as its images (see `open_inside`)."""
+    fd = open_inside(Path(folder).resolve(), path)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise InputError("too_many_bytes", f"{size} bytes > {limit}")
+        return read_fd(fd, size, limit)
+    finally:
+        os.close(fd)
 
 
 def reread(uri: str, job: Job, source: int) -> bytes:
     """Bytes of a re-readable input (folder file or S3 object)."""
     if uri.startswith("s3://"):
         return s3.get_bytes(uri, job.sources[source].s3)
-    path = local_path(uri)
-    if path.stat().st_size > job.ingest.max_bytes:
-        raise InputError("too_many_bytes", f"{uri} grew past max_bytes")
-    return path.read_bytes()
+    return read_local(local_path(uri), job.sources[source].path, job.ingest.max_bytes)
 
 
 def rejected_input_bytes(row: dict, job: Job, run) -> bytes:

@@ -8,14 +8,24 @@ stable across runs and plain `[0-9a-f]` (webdataset splits member names at the f
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote_to_bytes, urlparse
+
+SIDECAR_MAX_BYTES = 16 << 10   # alt text longer than this is not alt text (sidecar or txt member)
 
 
 def key_for(identity: str) -> str:
-    return hashlib.blake2b(identity.encode(), digest_size=10).hexdigest()
+    # surrogateescape: names that are not UTF-8 (tar members, file names) still get a stable key
+    return hashlib.blake2b(identity.encode(errors="surrogateescape"), digest_size=10).hexdigest()
+
+
+def printable(name: str) -> str:
+    """A name safe to store as UTF-8 text: undecodable bytes shown as \\xNN escapes."""
+    return name.encode(errors="surrogateescape").decode(errors="backslashreplace")
 
 
 class InputError(Exception):
@@ -45,37 +55,100 @@ class Input:
     alt_uri: str | None = None                 # an alt-text sidecar to read if the input is kept
     meta: dict = field(default_factory=dict)   # source metadata (e.g. a webdataset sample's json)
     error: InputError | None = None            # set when the input is broken before any read
+    note: str | None = None                    # kept in the row's detail (e.g. why its alt text was refused)
 
 
 def local_path(uri: str) -> Path:
-    return Path(unquote(urlparse(uri).path))
+    """The path of a file:// URI, byte for byte (names that are not UTF-8 included)."""
+    return Path(os.fsdecode(unquote_to_bytes(urlparse(uri).path)))
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_inside(root: Path, path: Path) -> int:
+    """A read-only fd of the regular file `path`, which must lie inside `root` once every
+    symlink is resolved. Each component is opened relative to the last with O_NOFOLLOW, so a
+    link swapped in after the check is refused rather than followed; O_NONBLOCK keeps a FIFO
+    from blocking the open, and the fd itself is checked to be a regular file.
+    Raises InputError (unsafe_path, not_a_file, broken_link)."""
+    real = os.path.realpath(path)
+    if not os.path.exists(real):
+        raise InputError("broken_link", "a dangling symlink or a symlink loop")
+    rel = os.path.relpath(real, root)
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        raise InputError("unsafe_path", "resolves to a path outside the source folder")
+    parts = rel.split(os.sep)
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        try:
+            nxt = os.open(parts[-1], _OPEN_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            raise InputError("unsafe_path", f"changed while being opened: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    mode = os.fstat(nxt).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(nxt)
+        raise InputError("not_a_file", f"not a regular file ({file_kind(mode)})")
+    return nxt
+
+
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symlink")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def read_fd(fd: int, size: int, limit: int) -> bytes:
+    """The whole file behind `fd` (its fstat size `size`), refusing one that holds more than
+    its size says (a /proc or sysfs file reports 0 or 4096) or more than `limit`."""
+    if size > limit:
+        raise InputError("too_many_bytes", f"{size} bytes > max_bytes {limit}")
+    data = os.pread(fd, size + 1, 0)
+    if len(data) != size:
+        raise InputError("read_error", f"file holds {'more' if len(data) > size else 'fewer'} bytes than its size ({size}) says")
+    return data
 
 
 class LocalReader:
+    """A file of a folder source, opened once (safely, see `open_inside`) and read by fd."""
+
     rereadable = True
 
-    def __init__(self, path: Path, max_bytes: int):
-        self.path = path
-        self.size = path.stat().st_size
+    def __init__(self, root: Path, path: Path, max_bytes: int):
+        self.fd = open_inside(root, path)
+        self.size = os.fstat(self.fd).st_size
+        self.max_bytes = max_bytes
         self.received = 0
         self._data: bytes | None = None
         if self.size > max_bytes:
+            os.close(self.fd)
+            self.fd = -1
             raise InputError("too_many_bytes", f"{self.size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
-        with open(self.path, "rb") as fh:
-            data = fh.read(n)
+        data = os.pread(self.fd, min(n, self.size), 0)
         self.received += len(data)
         return data
 
     async def rest(self) -> bytes:
         if self._data is None:
-            self._data = self.path.read_bytes()
+            self._data = read_fd(self.fd, self.size, self.max_bytes)
             self.received = len(self._data)
         return self._data
 
     async def close(self) -> None:
-        pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class MemoryReader:

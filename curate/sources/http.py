@@ -1,6 +1,12 @@
 """Fetching images over HTTP(S): header first (ranged GET), then the rest only for images that
 pass the gate; bounded concurrency per host, retries with backoff (Retry-After honoured),
 manual redirects re-checked against the address rules at every hop, a byte cap.
+
+Each connection goes to the address the rules judged (the URL's host is replaced by it; Host
+and TLS SNI keep the name), so DNS is asked once per hop. Bodies are taken as sent (no content
+decoding: a gzip body is not an image, and its bytes count against max_bytes as received), and
+the second read of a URL is tied to the first (If-Range with its validator, or the first bytes
+fetched again and compared).
 """
 
 from __future__ import annotations
@@ -36,31 +42,46 @@ class HttpSession:
 
     @asynccontextmanager
     async def host_slot(self, url: str):
-        async with self._hosts[urlsplit(url).hostname or ""]:
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:   # malformed: open() refuses it as bad_url
+            host = ""
+        async with self._hosts[host]:
             yield
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def open(self, url: str, start: int = 0, end: int | None = None) -> tuple[httpx.Response, str]:
+    async def open(self, url: str, start: int = 0, end: int | None = None, if_range: str | None = None) -> tuple[httpx.Response, str]:
         """GET `url` (bytes start..end), following redirects safely and retrying transient failures.
 
         Returns the streaming response (status 200 or 206) and the final URL.
         """
         cfg = self.cfg
         current, visited, hops, attempt = url, {url}, 0, 0
+        unreachable: set[str] = set()   # addresses of `current` that refused the connection
         headers = {"Range": f"bytes={start}-{'' if end is None else end}"} if (start or end is not None) else {}
+        if if_range and headers:
+            headers["If-Range"] = if_range
         while True:
             try:
-                await check_url(current, cfg.allow_private_networks)
+                addresses = await check_url(current, cfg.allow_private_networks)
+                address = next((a for a in addresses if a not in unreachable), addresses[0])
+                request = pinned_request(self.client, current, address, headers)
             except Refused as exc:
                 raise InputError(exc.reason, exc.detail if hops == 0 else f"after redirect to {redact(current)}: {exc.detail}") from None
+            except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+                raise InputError("bad_url", f"malformed URL: {type(exc).__name__}: {str(exc)[:200]}") from None
             try:
-                resp = await self.client.send(self.client.build_request("GET", current, headers=headers), stream=True)
+                resp = await self.client.send(request, stream=True)
             except httpx.TimeoutException as exc:
                 attempt = await self._retry_or_raise(attempt, "timeout", f"{type(exc).__name__} from {redact(current)}", None)
                 continue
             except httpx.TransportError as exc:
+                if isinstance(exc, httpx.ConnectError) and set(addresses) - unreachable - {address}:
+                    unreachable.add(address)   # the name's next checked address
+                    continue
+                unreachable.clear()
                 attempt = await self._retry_or_raise(attempt, "fetch_error", f"{type(exc).__name__}: {exc}", None)
                 continue
             status = resp.status_code
@@ -77,6 +98,7 @@ class HttpSession:
                     raise InputError("too_many_redirects", f"more than {cfg.max_redirects} redirects")
                 visited.add(nxt)
                 current = nxt
+                unreachable.clear()
                 continue
             if status == 416 and headers:  # empty or shorter body than the range: ask for all of it
                 await resp.aclose()
@@ -106,6 +128,15 @@ class HttpSession:
         return attempt + 1
 
 
+def pinned_request(client: httpx.AsyncClient, url: str, address: str, headers: dict) -> httpx.Request:
+    """A GET of `url` sent to `address` (the one checked): the host name stays in the Host
+    header and, for https, in SNI and certificate verification."""
+    parsed = httpx.URL(url)
+    extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
+    return client.build_request("GET", parsed.copy_with(host=address), extensions=extensions,
+                                headers={**headers, "Host": parsed.netloc.decode("ascii")})
+
+
 def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -131,7 +162,7 @@ def opted_out(headers: httpx.Headers) -> bool:
 async def body_chunks(resp: httpx.Response):
     """The body's chunks; a stall or a dropped connection becomes the input's reason code."""
     try:
-        async for chunk in resp.aiter_bytes():
+        async for chunk in resp.aiter_raw():   # as sent: never decoded (Content-Encoding ignored)
             yield chunk
     except httpx.TimeoutException as exc:
         raise InputError("timeout", f"body stalled: {type(exc).__name__}") from None
@@ -156,10 +187,14 @@ class HttpReader:
         self._resp: httpx.Response | None = None
         self._chunks = None
         self._complete = False
+        self._validator: str | None = None   # If-Range value from the first response
+
 
     async def head(self, n: int) -> bytes:
         resp, self.url = await self.session.open(self.url, 0, n - 1)
         self._resp, self._chunks = resp, body_chunks(resp)
+        etag = resp.headers.get("etag", "")
+        self._validator = etag if etag.startswith('"') else resp.headers.get("last-modified")  # If-Range takes no weak ETag
         if self.session.cfg.respect_opt_out and opted_out(resp.headers):
             raise InputError("opted_out", "X-Robots-Tag: noai/noimageai")
         if resp.status_code == 206:
@@ -181,17 +216,30 @@ class HttpReader:
     async def rest(self) -> bytes:
         if self._complete:
             return self._data
-        if self._resp is None:  # the head came from a ranged response: fetch the remaining range
-            resp, _ = await self.session.open(self.url, len(self._data))
-            self._resp, self._chunks = resp, body_chunks(resp)
-            if resp.status_code == 200:  # the server sent everything again
-                self._data = b""
+        if self._resp is None:  # the head came from a ranged response: fetch the rest, tied to it
+            await self._reopen()
         try:
             self._data += await self._read(until=None)
         finally:
             await self.close()
         self._complete = True
         return self._data
+
+    async def _reopen(self) -> None:
+        """The remaining range, sent with If-Range (the first response's strong ETag or
+        Last-Modified): a changed file comes back whole (200) instead of spliced. Without a
+        validator the whole body is fetched again (a few kB more), never two halves of two files."""
+        start = len(self._data) if self._validator else 0
+        resp, _ = await self.session.open(self.url, start, if_range=self._validator)
+        self._resp, self._chunks = resp, body_chunks(resp)
+        if resp.status_code == 200:   # everything again (changed, or the range was ignored)
+            self._data = b""
+            return
+        m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
+        total = int(m.group(3)) if m and m.group(3) != "*" else None
+        if not m or int(m.group(1)) != start or total != self.size:
+            await self.close()
+            raise InputError("fetch_error", f"second read does not continue the first (Content-Range {resp.headers.get('content-range')!r})")
 
     async def _read(self, until: int | None) -> bytes:
         """Read up to `until` bytes (None: to the end), enforcing the byte cap."""

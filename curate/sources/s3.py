@@ -42,12 +42,24 @@ def list_objects(uri: str, opts: S3Options) -> list[tuple[str, int]]:
 
 
 def get_bytes(uri: str, opts: S3Options, start: int | None = None, end: int | None = None) -> bytes:
+    return get_object(uri, opts, start, end)[0]
+
+
+def get_object(uri: str, opts: S3Options, start: int | None = None, end: int | None = None,
+               if_match: str | None = None) -> tuple[bytes, str | None]:
+    """(bytes, ETag); with `if_match`, an object changed since that ETag is a read_error."""
     bucket, key = split_s3(uri)
     kwargs = {"Range": f"bytes={start or 0}-{'' if end is None else end}"} if start is not None else {}
+    if if_match:
+        kwargs["IfMatch"] = if_match
     try:
-        return client(opts).get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read()
+        resp = client(opts).get_object(Bucket=bucket, Key=key, **kwargs)
+        return resp["Body"].read(), resp.get("ETag")
     except Exception as exc:
-        raise InputError("read_error", f"S3 GET {uri}: {_short(exc)}") from None
+        code = _short(exc)
+        if code in ("PreconditionFailed", "412"):
+            raise InputError("read_error", f"S3 GET {uri}: changed between the header read and the full read") from None
+        raise InputError("read_error", f"S3 GET {uri}: {code}") from None
 
 
 def open_stream(uri: str, opts: S3Options):
@@ -68,20 +80,22 @@ class S3Reader:
         self.uri, self.size, self.opts = uri, size, opts
         self.received = 0
         self._head = b""
+        self._etag: str | None = None
         if size > max_bytes:
             raise InputError("too_many_bytes", f"{size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
         if self.size == 0:
             return b""
-        self._head = await asyncio.to_thread(get_bytes, self.uri, self.opts, 0, min(n, self.size) - 1)
+        self._head, self._etag = await asyncio.to_thread(get_object, self.uri, self.opts, 0, min(n, self.size) - 1)
         self.received += len(self._head)
         return self._head
 
     async def rest(self) -> bytes:
         if len(self._head) >= self.size:
             return self._head
-        tail = await asyncio.to_thread(get_bytes, self.uri, self.opts, len(self._head), None)
+        # tied to the first read: the rest of the same object version, or an error
+        tail, _ = await asyncio.to_thread(get_object, self.uri, self.opts, len(self._head), None, self._etag)
         self.received += len(tail)
         return self._head + tail
 

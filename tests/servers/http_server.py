@@ -5,7 +5,7 @@ Writes its port to PORT_FILE, and one JSON line per finished request to LOG_FILE
 {"path", "status", "range", "sent"} where `sent` counts body bytes actually written.
 
 Routes (NAME is a file in ROOT):
-  /img/NAME            the file; honours Range
+  /img/NAME            the file; honours Range and If-Range (strong ETag)
   /norange/NAME        the file; ignores Range (200 with the whole body)
   /missing             404
   /flaky/NAME          500 on the first request for NAME, then the file
@@ -18,17 +18,27 @@ Routes (NAME is a file in ROOT):
   /loop/a, /loop/b     redirect to each other forever
   /metadata            redirect to http://169.254.169.254/latest/meta-data/
   /noai/NAME           the file with X-Robots-Tag: noai
+  /gzip/NAME           the file plus 30 MB of zeros, gzip-compressed, sent with Content-Encoding: gzip
+                       whatever the request asked (Content-Length counts the compressed bytes)
+  /changing/A/B        file A on the first request, file B after (ETag follows the file)
+  /changing-plain/A/B  the same without ETag or Last-Modified
+  /to?URL              a redirect to URL (percent-decoded)
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import re
+import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 
 class Server(ThreadingHTTPServer):
@@ -57,7 +67,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def record(self, status: int, sent: int) -> None:
         with self.server.lock:
-            self.server.log.write(json.dumps({"path": self.path, "status": status, "range": self.headers.get("Range"), "sent": sent}) + "\n")
+            self.server.log.write(json.dumps({"path": self.path, "status": status, "range": self.headers.get("Range"), "sent": sent,
+                                            "host": self.headers.get("Host"), "if_range": self.headers.get("If-Range")}) + "\n")
             self.server.log.flush()
 
     def send_body(self, status: int, body: bytes, ctype: str = "application/octet-stream", extra: dict | None = None) -> None:
@@ -83,18 +94,21 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.record(status, 0)
 
-    def file(self, name: str, ranged: bool = True, ctype: str = "image/jpeg", extra: dict | None = None) -> None:
+    def file(self, name: str, ranged: bool = True, ctype: str = "image/jpeg", extra: dict | None = None, etag: bool = True) -> None:
         path = self.server.root / name
         if "/" in name or not path.is_file():
             return self.send_body(404, b"not found", "text/plain")
         data = path.read_bytes()
+        tag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+        extra = {**(extra or {}), **({"ETag": tag} if etag else {})}
         m = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range") or "")
-        if ranged and m:
+        if_range = self.headers.get("If-Range")
+        if ranged and m and (if_range is None or if_range == tag):
             start = int(m.group(1))
             end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
             if start >= len(data):
                 return self.send_body(416, b"", "text/plain", {"Content-Range": f"bytes */{len(data)}"})
-            return self.send_body(206, data[start:end + 1], ctype, {**(extra or {}), "Content-Range": f"bytes {start}-{end}/{len(data)}"})
+            return self.send_body(206, data[start:end + 1], ctype, {**extra, "Content-Range": f"bytes {start}-{end}/{len(data)}"})
         return self.send_body(200, data, ctype, extra)
 
     def do_GET(self):
@@ -149,9 +163,44 @@ class Handler(BaseHTTPRequestHandler):
             return self.redirect("/loop/a")
         if p == "/metadata":
             return self.redirect("http://169.254.169.254/latest/meta-data/")
+        if p.startswith("/gzip/"):
+            body = gzip.compress((self.server.root / p[6:]).read_bytes() + bytes(30 << 20), 1)
+            return self.send_body(200, body, "image/jpeg", {"Content-Encoding": "gzip"})
+        m = re.match(r"/changing(-plain)?/([^/]+)/([^/]+)$", p)
+        if m:
+            first = self.server.first_time(p)
+            return self.file(m.group(2) if first else m.group(3), etag=not m.group(1))
+        if p.startswith("/to?"):
+            return self.redirect(unquote(p[4:]))
         if p.startswith("/noai/"):
             return self.file(p[6:], extra={"X-Robots-Tag": "noai"})
         return self.send_body(404, b"no such route", "text/plain")
+
+
+class Web:
+    """A running server process: its base URL and its request log."""
+
+    def __init__(self, root: Path, base: str, log: Path):
+        self.root, self.base, self.log = root, base, log
+
+    def requests(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@contextmanager
+def serve(root: Path):
+    """Run the server on `root` in its own process for the duration of the block."""
+    port_file, log = root / "port", root / "requests.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.http_server", str(root), str(port_file), str(log)],
+                            cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.time() + 20
+        while not port_file.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        yield Web(root, f"http://127.0.0.1:{port_file.read_text()}", log)
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def main() -> None:
