@@ -169,7 +169,7 @@ def for_training(data: bytes, size: tuple[int, int], fmt: str | None, quality: i
     transform (jpegtran -perfect) when only the EXIF orientation is wrong; else a re-encode.
     """
     with Image.open(io.BytesIO(data)) as img:
-        src, mode, orientation = FORMATS[img.format], img.mode, _orientation(img)
+        src, mode, orientation = FORMATS[_CAMERA_JPEG.get(img.format, img.format)], img.mode, _orientation(img)
         upright = img.size[::-1] if orientation in _SWAPS_AXES else img.size
     fmt = fmt or src
     same_pixels = tuple(size) == tuple(upright) and fmt == src and mode == "RGB"
@@ -204,7 +204,7 @@ def reencode(data: bytes, size: tuple[int, int], fmt: str, quality: int) -> byte
     with Lanczos when it differs, encoded as `fmt`.
     A JPEG that is only turned keeps its quantisation tables and subsampling. Deterministic bytes."""
     with Image.open(io.BytesIO(data)) as src:
-        tables = _jpeg_tables(src) if src.format == "JPEG" else None
+        tables = _jpeg_tables(src) if _CAMERA_JPEG.get(src.format, src.format) == "JPEG" else None
         icc = src.info.get("icc_profile") if src.mode != "CMYK" else None
         img = rgb8(ImageOps.exif_transpose(src))
     if img.size != tuple(size):

@@ -52,7 +52,7 @@ def test_three_one_cpu_nodes_finish_and_survive_losing_one(tiny_vlm, ray_cluster
         "ray": {"no_progress_timeout_s": 60},
         "dedup": {"exact": False, "near": False},
         # three actor pools: the shape that hung (0 of 36 captioned) before per-node accounting
-        "caption": {"captioners": [{"name": f"c{i}", **captioner} for i in range(3)]},
+        "caption": {"tokenizer": str(tiny_vlm.parent / "tiny-t5-tokenizer"), "captioners": [{"name": f"c{i}", **captioner} for i in range(3)]},
         "hallucination": {"enabled": False},
     }
     job_path = tmp_path / "job.yaml"

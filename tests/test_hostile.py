@@ -256,7 +256,7 @@ def hostile(tmp_path_factory, tiny_vlm, ray_cluster):
             "fetch": {"allow_private_networks": True, "read_timeout_s": 2, "total_timeout_s": 20, "retries": 0,
                       "header_bytes": 4096},
             "dedup": {"exact": False, "near": False},
-            "caption": {"captioners": [{"name": "dense", "model": str(tiny_vlm), "preset": "greedy",
+            "caption": {"tokenizer": str(tiny_vlm.parent / "tiny-t5-tokenizer"), "captioners": [{"name": "dense", "model": str(tiny_vlm), "preset": "greedy",
                                         "generation": {"max_new_tokens": 6, "min_new_tokens": 6}, "image_side": 64, "batch_size": 16}]},
             "hallucination": {"enabled": False},
         }
