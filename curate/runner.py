@@ -20,7 +20,7 @@ from curate import __version__
 from curate.accounting import account
 from curate.jobs import JobError, check_paths, config_hash
 from curate.outputs import LocalOutput, S3Output, output_for, work_dir
-from curate.phases.caption import run_caption
+from curate.phases.caption import captioner_summary, run_caption
 from curate.phases.dedup import run_dedup
 from curate.phases.ingest import run_ingest
 from curate.phases.write import run_write
@@ -126,6 +126,7 @@ def run_job(job: Job, job_path: str | Path, *, address: str | None = None, limit
     }
     evidence = run.report / "hallucinations.parquet"
     hallucinations = pq.read_table(evidence) if evidence.exists() else None
+    manifest["captioners"] = captioner_summary(job, run)
     manifest["hallucination"] = hallucination_summary(index)
     write_report(run, manifest, index, rejects, hallucinations, open_shard=output.open_read)
     timings["report"] = time.perf_counter() - t

@@ -6,6 +6,8 @@ CPU tasks do all JPEG decoding, so the (GPU) actors only run the model.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +16,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from captioners import build_captioner
+from captioners import build_captioner, vllm_batch
+from captioners.base import FINISH_LENGTH
 from captioners.postprocess import clean, token_counter
 from curate.engine import actor_resources, commit_by_unit, unit_dataset
 from curate.imaging import decode_working
 from curate.phases.dedup import staged_rows
 from curate.phases.rejects import rejects_from
 from curate.sources import stored_bytes
-from curate.storage import RunDir, write_parquet_atomic
+from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from schemas.job import CaptionerConfig, Job
 from schemas.reasons import Reason
 from schemas.record import CAPTIONED, DEDUP, rows_to_table
@@ -62,16 +65,19 @@ def object_array(items: list) -> np.ndarray:
 
 
 class CaptionActor:
-    """Ray actor: loads one captioner once, captions batches, keeps order."""
+    """Ray actor: loads one captioner once, captions batches, keeps order. Adds the columns
+    raw_<name> (text), err_<name> (error, "" when none) and finish_<name> (stop | length; "" when
+    it failed). The openai backend's actor works on several batches at once (threads), sharing
+    one client and its request limit."""
 
-    def __init__(self, cfg_json: str, drop_pixels: bool):
+    def __init__(self, cfg_json: str, drop_pixels: bool, seed: int = 0):
         self.cfg = CaptionerConfig.model_validate_json(cfg_json)
-        self.captioner = build_captioner(self.cfg)
+        self.captioner = build_captioner(self.cfg, seed)
         self.drop_pixels = drop_pixels
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["key"])
-        texts = [""] * n
+        texts, finishes = [""] * n, [""] * n
         errors = list(batch["prep_error"])
         ok = [i for i in range(n) if not errors[i]]
         if ok:
@@ -79,13 +85,37 @@ class CaptionActor:
             metas = [{"key": batch["key"][i], "alt": batch["alt"][i]} for i in ok]
             for i, res in zip(ok, self.captioner.caption(images, metas)):
                 texts[i] = res.text or ""
+                finishes[i] = res.finish or ""
                 errors[i] = f"caption: {res.error}" if res.error else ""
         out = dict(batch)
         out[f"raw_{self.cfg.name}"] = np.array(texts, dtype=object)
         out[f"err_{self.cfg.name}"] = np.array(errors, dtype=object)
+        out[f"finish_{self.cfg.name}"] = np.array(finishes, dtype=object)
         if self.drop_pixels:
             out.pop("pixels")
         return out
+
+
+def actor_concurrency(cfg: CaptionerConfig) -> int:
+    """Batches one actor works on at once: enough to keep `api.concurrency` requests in flight
+    for the openai backend (whatever the batch size); one for a local model."""
+    return math.ceil(cfg.api.concurrency / cfg.batch_size) + 1 if cfg.backend == "openai" else 1
+
+
+def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: int):
+    """The dataset with one captioner's raw_/err_/finish_ columns added."""
+    import ray.data
+
+    if cfg.backend == "vllm":
+        return vllm_batch.apply(ds, cfg, job.seed, drop_pixels)
+    num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, pools)
+    batches = actor_concurrency(cfg)
+    return ds.map_batches(
+        CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": drop_pixels, "seed": job.seed},
+        batch_size=cfg.batch_size, batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency, max_tasks_in_flight_per_actor=2 * batches),
+        **({"max_concurrency": batches} if batches > 1 else {}),
+    )
 
 
 def finalize_block(batch: dict, job_json: str) -> pa.Table:
@@ -108,9 +138,12 @@ def finalize_rows(batch: dict, job: Job) -> list[dict]:
         row = {"unit": batch["unit"][i], "key": batch["key"][i]}
         prep_error = batch["prep_error"][i]
         errors = {name: batch[f"err_{name}"][i] for name in names}
-        captions = {name: clean(batch[f"raw_{name}"][i], count, cap.max_tokens) for name in names if not errors[name]}
+        finish = {name: batch[f"finish_{name}"][i] for name in names if not errors[name]}
+        captions = {name: clean(batch[f"raw_{name}"][i], count, cap.max_tokens, cut_by_limit=finish[name] == FINISH_LENGTH)
+                    for name in finish}
         alt = batch["alt"][i]
         row["captions"] = [(n, c.text) for n, c in captions.items()] + ([("alt", alt)] if alt else [])
+        row["finish_reasons"] = list(finish.items())
         chosen = captions.get(cap.chosen)
         if prep_error:
             row.update(status=Reason.READ_ERROR.value, detail=prep_error)
@@ -197,14 +230,9 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
         prepare_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root)}
     )
     captioners, scoring = job.caption.captioners, job.hallucination.enabled
-    n = len(captioners) + scoring
+    n = sum(c.backend != "vllm" for c in captioners) + scoring  # CPU-sharing actor pools (vLLM's stages size themselves)
     for i, cfg in enumerate(captioners):
-        num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, n)
-        ds = ds.map_batches(
-            CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": i == len(captioners) - 1 and not scoring},
-            batch_size=cfg.batch_size, batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
-        )
+        ds = add_captioner(ds, cfg, job, drop_pixels=i == len(captioners) - 1 and not scoring, pools=n)
     if scoring:
         h = job.hallucination
         num_cpus, num_gpus = actor_resources("hallucination scorer", h.num_cpus, h.num_gpus, n)
@@ -218,6 +246,16 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     task = progress.add_task("caption", total=sum(expected.values()))
     commit_by_unit(ds, expected, lambda u, rows: _commit(run, u, rows, kept), on_rows=lambda k: progress.advance(task, k))
     return {"units": len(pending), "samples": sum(expected.values())}
+
+
+def captioner_summary(job: Job, run: RunDir) -> dict:
+    """Per captioner, for the manifest: its effective decoding settings and how its captions ended."""
+    from captioners.presets import describe
+
+    finishes = read_parquet_dir(run.caption, CAPTIONED, ["finish_reasons"])["finish_reasons"]
+    ended = Counter(pair for row in finishes.to_pylist() if row for pair in row)
+    return {c.name: {**describe(c, job.seed), "finish": {reason: n for (name, reason), n in sorted(ended.items()) if name == c.name}}
+            for c in job.caption.captioners}
 
 
 def _commit(run: RunDir, unit: str, rows: pa.Table, kept: pa.Table) -> None:
