@@ -6,6 +6,7 @@ CPU tasks do all JPEG decoding, so the (GPU) actors only run the model.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from pathlib import Path
@@ -67,8 +68,7 @@ def object_array(items: list) -> np.ndarray:
 class CaptionActor:
     """Ray actor: loads one captioner once, captions batches, keeps order. Adds the columns
     raw_<name> (text), err_<name> (error, "" when none) and finish_<name> (stop | length; "" when
-    it failed). The openai backend's actor works on several batches at once (threads), sharing
-    one client and its request limit."""
+    it failed)."""
 
     def __init__(self, cfg_json: str, drop_pixels: bool, seed: int = 0):
         self.cfg = CaptionerConfig.model_validate_json(cfg_json)
@@ -96,10 +96,19 @@ class CaptionActor:
         return out
 
 
-def actor_concurrency(cfg: CaptionerConfig) -> int:
-    """Batches one actor works on at once: enough to keep `api.concurrency` requests in flight
-    for the openai backend (whatever the batch size); one for a local model."""
-    return math.ceil(cfg.api.concurrency / cfg.batch_size) + 1 if cfg.backend == "openai" else 1
+class ApiCaptionActor(CaptionActor):
+    """CaptionActor for the openai backend. Ray Data runs an async actor's batches concurrently
+    (four per task by default), so requests from several batches queue in the captioner's one
+    worker pool, which keeps `api.concurrency` in flight whatever the batch size."""
+
+    async def __call__(self, batch: dict) -> dict:
+        return await asyncio.to_thread(CaptionActor.__call__, self, batch)
+
+
+def ray_batch_size(cfg: CaptionerConfig) -> int:
+    """Rows per Ray batch: the job's batch size; for the openai backend at least half its request
+    limit, so the four batches in flight queue twice as many requests as it sends at once."""
+    return max(cfg.batch_size, math.ceil(cfg.api.concurrency / 2)) if cfg.backend == "openai" else cfg.batch_size
 
 
 def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: int):
@@ -109,12 +118,11 @@ def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: 
     if cfg.backend == "vllm":
         return vllm_batch.apply(ds, cfg, job.seed, drop_pixels)
     num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, pools)
-    batches = actor_concurrency(cfg)
     return ds.map_batches(
-        CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": drop_pixels, "seed": job.seed},
-        batch_size=cfg.batch_size, batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency, max_tasks_in_flight_per_actor=2 * batches),
-        **({"max_concurrency": batches} if batches > 1 else {}),
+        ApiCaptionActor if cfg.backend == "openai" else CaptionActor,
+        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": drop_pixels, "seed": job.seed},
+        batch_size=ray_batch_size(cfg), batch_format="numpy", num_cpus=num_cpus, num_gpus=num_gpus,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
     )
 
 

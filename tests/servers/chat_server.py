@@ -9,7 +9,8 @@ temperature samples and needs a `seed` (same seed, same caption). Routes under /
 - fail-first/chat/completions: 503 to each body's first request;
 - retry-after/chat/completions: 429 with `Retry-After: 1` to each body's first request;
 - slow/chat/completions: waits 0.3 s before captioning (so concurrent requests overlap);
-- GET stats: {"requests", "max_in_flight", "connections"}; POST stats/reset zeroes them.
+- GET stats: {"requests", "max_in_flight", "connections" (client ports seen), "retry_gaps" (seconds
+  between a failed first request and its retry)}; POST stats/reset zeroes them.
 """
 
 from __future__ import annotations
@@ -41,16 +42,19 @@ class Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.stats_lock = threading.Lock()
         self.models: dict[tuple, TransformersCaptioner] = {}
-        self.seen: set[bytes] = set()
+        self.seen: dict[tuple, float] = {}  # (route, body) -> when its first request was answered
         self.reset()
 
     def reset(self) -> None:
         with self.stats_lock:
-            self.stats = {"requests": 0, "max_in_flight": 0, "connections": 0}
-            self.in_flight = 0
+            self.stats = {"requests": 0, "max_in_flight": 0, "connections": 0, "retry_gaps": []}
+            self.in_flight, self.peers = 0, set()
 
-    def count(self, key: str, delta: int = 1) -> None:
+    def count(self, key: str, delta: int = 1, peer: tuple | None = None) -> None:
         with self.stats_lock:
+            if peer is not None:  # connections: the client ports chat requests came from
+                self.peers.add(peer)
+                self.stats["connections"] = len(self.peers)
             if key == "in_flight":
                 self.in_flight += delta
                 self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
@@ -73,10 +77,6 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        super().setup()
-        self.server.count("connections")
 
     def log_message(self, *args):
         pass
@@ -101,7 +101,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/stats/reset":
             self.server.reset()
             return self.reply(200, {})
-        self.server.count("requests")
+        self.server.count("requests", peer=self.client_address)
         self.server.count("in_flight")
         try:
             self.complete(raw)
@@ -113,9 +113,12 @@ class Handler(BaseHTTPRequestHandler):
         if not self.path.endswith("/chat/completions") or route not in ("", "fail-first/", "retry-after/", "slow/"):
             return self.reply(404, {"error": {"message": "no such route"}})
         if route in ("fail-first/", "retry-after/"):
-            with self.server.lock:
-                first = raw not in self.server.seen
-                self.server.seen.add(raw)
+            with self.server.stats_lock:
+                first = (route, raw) not in self.server.seen
+                if first:
+                    self.server.seen[route, raw] = time.monotonic()
+                else:
+                    self.server.stats["retry_gaps"].append(time.monotonic() - self.server.seen[route, raw])
             if first and route == "fail-first/":
                 return self.reply(503, {"error": {"message": "warming up"}})
             if first:
