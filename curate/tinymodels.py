@@ -219,8 +219,13 @@ def build_tiny_qwen25_vl(out: str | Path, seed: int = 0, shape: dict = QWEN25_VL
         vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
     )
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(getattr(torch, dtype)).eval()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))  # build in the target dtype (7B in fp32 would need 33 GB)
+    try:
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(default)
     processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
                                     tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
     out.mkdir(parents=True, exist_ok=True)
