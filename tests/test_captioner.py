@@ -312,3 +312,17 @@ def test_openai_actors_keep_their_request_limit_whatever_the_batch_size(chat_ser
     out = ds.take_all()
     assert [r["key"] for r in out] == [f"k{i}" for i in range(12)] and all(r["err_api"] == "" for r in out)
     assert server_stats(chat_server)["max_in_flight"] == 6
+
+
+def test_a_caption_cut_by_the_token_limit_is_marked_and_trimmed(tiny_vlm):
+    from curate.phases.caption import finalize_rows
+    from schemas.job import Job
+
+    job = Job.model_validate({"name": "t", "out": "o", "sources": [{"type": "folder", "path": "."}],
+                              "caption": {"captioners": [{"name": "dense", "model": str(tiny_vlm), "preset": "greedy"}]}})
+    batch = {"unit": ["u", "u"], "key": ["a", "b"], "alt": [None, None], "prep_error": ["", ""],
+             "raw_dense": ["a red car. the dog sits on", "a red car. the dog sits on"], "err_dense": ["", ""],
+             "finish_dense": ["length", "stop"]}
+    cut, whole = finalize_rows(batch, job)
+    assert (cut["caption"], cut["finish_reasons"]) == ("a red car.", [("dense", "length")])
+    assert (whole["caption"], whole["finish_reasons"]) == ("a red car. the dog sits on", [("dense", "stop")])

@@ -105,7 +105,9 @@ def caption_batch(dense: list[str], short: list[str], prep_errors: list[str]) ->
             "alt": np.array([None] * n, dtype=object), "prep_error": np.array(prep_errors, dtype=object),
             "pixels": object_array([np.asarray(picture(c)) for c in ("white", "navy", "orange")[:n]]),
             "raw_dense": np.array(dense, dtype=object), "err_dense": np.array([""] * n, dtype=object),
-            "raw_short": np.array(short, dtype=object), "err_short": np.array([""] * n, dtype=object)}
+            "finish_dense": np.array(["stop"] * n, dtype=object),
+            "raw_short": np.array(short, dtype=object), "err_short": np.array([""] * n, dtype=object),
+            "finish_short": np.array(["stop"] * n, dtype=object)}
 
 
 # only degeneration decides, and the random tiny CLIP neither weakens nor ungrounds anything
