@@ -100,14 +100,14 @@ def cut_to_budget(text: str, count: Callable[[str], int], budget: int) -> tuple[
 
 def clean(text: str | None, count: Callable[[str], int], budget: int, cut_by_limit: bool = False) -> Cleaned:
     """`cut_by_limit`: the captioner stopped at max_new_tokens (finish reason `length`), so the
-    unfinished last sentence is dropped first."""
+    unfinished last sentence is dropped first (when an earlier sentence ended)."""
     raw = text or ""
     changes = []
     step = strip_artefacts(raw)
     if step != raw.strip():
         changes.append("artefacts")
-    if cut_by_limit:
-        trimmed = trim_to_last_sentence(step)
+    if cut_by_limit:  # with no sentence ended, the text stays (marked `length`; the scorer flags it truncated)
+        trimmed = trim_to_last_sentence(step) or step
         if trimmed != step:
             changes.append("length_trim")
         step = trimmed

@@ -207,6 +207,8 @@ def test_a_caption_cut_by_the_token_limit_ends_at_its_last_full_sentence():
     cut = clean("A red car. It has a", lambda s: words(s.split()), 300, cut_by_limit=True)
     assert (cut.text, cut.changes) == ("A red car.", ["length_trim"])
     assert clean("A red car. It has a", lambda s: words(s.split()), 300).text == "A red car. It has a"
+    unended = clean("A red car with a", lambda s: words(s.split()), 300, cut_by_limit=True)
+    assert (unended.text, unended.changes) == ("A red car with a", [])  # nothing ended: kept, still marked length
 
 
 def test_seeded_gumbel_draws_exact_samples_independent_of_the_batch():
