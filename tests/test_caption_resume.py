@@ -4,7 +4,6 @@ each sample draws from a generator seeded by the run's seed and its key, not by 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.conftest import DEMO_JOB, cli, demo_overrides, set_args
+from tests.conftest import DEMO_JOB, demo_overrides, set_args
 from tests.test_resume import outputs
 
 
@@ -48,9 +47,7 @@ def test_a_sampled_run_killed_in_caption_resumes_to_the_same_shards(corpus, tiny
         proc.wait()
     captioned = len(list((root / "_work/caption").glob("*.done")))
     assert not (root / "manifest.json").exists() and captioned < len(list((root / "_work/ingest").glob("*.done")))
-    res = cli("run", *args[2:])
-    assert res.returncode == 0, res.stderr
-    assert outputs(root) == outputs(reference)
-    resumed = json.loads((root / "manifest.json").read_text())
-    assert resumed["resumed"] and resumed["captioners"] == manifest["captioners"]
+    resumed = run_job(load_job(DEMO_JOB, sampled(corpus, tiny_vlm, root)), DEMO_JOB)  # in process: no second Ray start
+    assert resumed.resumed and outputs(root) == outputs(reference)
+    assert resumed.manifest["captioners"] == manifest["captioners"]
     assert pq.read_table(root / "index").num_rows == manifest["counts"]["written"]
