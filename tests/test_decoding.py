@@ -150,6 +150,12 @@ def test_ray_data_llm_accepts_the_processor_settings(ray_cluster, tmp_path):
                          stages["vLLMEngineStage"].fn_constructor_kwargs["engine_kwargs"]["tensor_parallel_size"])
     # one GPU; half a GPU through a placement bundle; two GPUs as vLLM's own tensor-parallel workers
     assert engines == {1: (1, False, 1), 0.5: (0.5, False, 1), 2: (0, True, 2)}
+    import ray.data
+
+    planned = vllm_batch.apply(ray.data.from_items([{"key": "k"}]), c, seed=0, drop_pixels=True)  # lazy: nothing runs
+    plan = str(planned)
+    stages = ["_postprocess", "vLLMEngineStageUDF", "ChatTemplateUDF", "PrepareMultimodalUDF", "_preprocess"]
+    assert all(stage in plan for stage in stages) and sorted(stages, key=plan.index) == stages
 
 
 def test_vllm_rows_in_and_out():
