@@ -113,7 +113,3 @@ class OpenAICaptioner:
             if attempt < api.retries:
                 time.sleep(backoff(attempt, api.backoff_s, api.max_backoff_s, asked))
         return CaptionResult(None, f"{last} (gave up after {api.retries + 1} attempts)")
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.client.close()
