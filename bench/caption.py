@@ -1,9 +1,16 @@
-"""Captioning throughput: the batched Ray actor pipeline vs a one-image-at-a-time generate loop,
-both generating a fixed 300 new tokens per image, in one run.
+"""Captioning throughput in the shipped configuration's shape, against a same-run baseline.
 
-Always: the tiny random VLM on CPU. With a GPU: a realistic-size LLaVA-style architecture
-(CLIP ViT-L/14-336 + a 7B Llama decoder) built from its config with random weights, in bf16.
-Record GPU numbers, with the device name, in bench/RESULTS.md.
+Shape: a Qwen2.5-VL (random weights) on 1344x756 images (1,296 px tokens before the processor's
+max_pixels bound), 300 new tokens forced per image (min_new_tokens = max_new_tokens).
+- baseline: a plain transformers loop, `model.generate(**inputs, **settings)` with ShareGPT4V's
+  3-beam settings (num_beams 3, do_sample, temperature 1, repetition_penalty 1.5), batch 16;
+- transformers: curate's caption actor in Ray Data, the throughput preset (greedy), bigger batches;
+- vllm: curate's vLLM path (Ray Data LLM stages), when vllm and a GPU are present.
+
+Without a GPU: a tiny Qwen2.5-VL on CPU through the same code paths (batch 8 for all).
+With a GPU: the Qwen2.5-VL-7B shapes in bf16. Record GPU numbers, with the device name, in
+bench/RESULTS.md. Actor and vLLM figures are steady state: the difference of an N- and a
+3N-image run, so start-up and model loading cancel.
 """
 
 from __future__ import annotations
@@ -17,105 +24,108 @@ import numpy as np
 from PIL import Image
 
 NEW_TOKENS = 300
+SIDE = (1344, 756)
+FORCED = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+BASELINE = {"num_beams": 3, "do_sample": True, "temperature": 1.0, "repetition_penalty": 1.5, "length_penalty": 1.0}
 
 
-def images(n: int, side: int) -> list[Image.Image]:
+def images(n: int) -> list[Image.Image]:
     rng = np.random.default_rng(0)
-    return [Image.fromarray((rng.random((side, side, 3)) * 255).astype(np.uint8)) for _ in range(n)]
+    return [Image.fromarray((rng.random((SIDE[1], SIDE[0], 3)) * 255).astype(np.uint8)) for _ in range(n)]
 
 
-def build_realistic_vlm(out: Path) -> Path:
-    """LLaVA-1.5-7B shapes from configs (random weights); the tiny tokenizer padded to 32000 ids."""
+def baseline_loop(model_dir: Path, imgs: list[Image.Image], batch: int, device: str) -> float:
+    """Images/s of the plain transformers loop with the 3-beam settings (what the shipped job ran)."""
     import torch
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from curate.tinymodels import build_tiny_vlm
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.tokenizer.padding_side = "left"
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Analyze the image in a "
+                                                                                         "comprehensive and detailed manner."}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
 
-    build_tiny_vlm(out, image_size=336)  # tokenizer, processor, chat template at 336 px
-    cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                                       image_size=336, patch_size=14, projection_dim=768),
-        text_config=LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                                bos_token_id=1, eos_token_id=2, pad_token_id=3),
-        image_token_index=4, vision_feature_layer=-2, vision_feature_select_strategy="default",
-    )
-    with torch.device("cuda"):
-        model = LlavaForConditionalGeneration(cfg).to(torch.bfloat16)
-    model.save_pretrained(out)
-    return out
+    def run(chunk: list[Image.Image]) -> None:
+        inputs = processor(images=chunk, text=[prompt] * len(chunk), return_tensors="pt", padding=True).to(device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        with torch.inference_mode():
+            model.generate(**inputs, **BASELINE, **FORCED)
 
-
-def measure(model_dir: Path, n: int, batch: int, side: int, num_gpus: float) -> tuple[float, float]:
-    """(one-by-one images/s, batched-actor images/s)."""
-    import ray
-    import torch
-
-    from captioners.hf import TransformersCaptioner
-    from curate.engine import init_ray
-    from curate.phases.caption import CaptionActor
-    from schemas.job import CaptionerConfig
-
-    cfg = CaptionerConfig(name="bench", model=str(model_dir), preset="greedy", num_gpus=num_gpus, batch_size=batch,
-                          generation={"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS})
-    imgs = images(n, side)
-    if not num_gpus:
-        torch.set_num_threads(1)  # the CPU actor gets one CPU (Ray sets its thread count): same for the loop
-    captioner = TransformersCaptioner(cfg)
-    captioner.caption(imgs[:1], [{}])  # warm-up
+    run(imgs[:1])  # warm-up
     t = time.perf_counter()
-    for im in imgs:
-        captioner.caption([im], [{}])
-    one_by_one = n / (time.perf_counter() - t)
-    del captioner
+    for i in range(0, len(imgs), batch):
+        run(imgs[i:i + batch])
+    return len(imgs) / (time.perf_counter() - t)
 
-    init_ray(None, None, 600)
+
+def steady_rate(build, imgs: list[Image.Image]) -> float:
+    """Images/s of a Ray Data pipeline built by `build(ds)`: (3N - N) images / (t(3N) - t(N))."""
     import ray.data
 
-    def pipeline_seconds(count: int) -> float:
-        rows = [{"unit": "u", "key": str(i), "alt": None, "prep_error": "", "pixels": np.asarray(imgs[i % n])} for i in range(count)]
-        ds = ray.data.from_items(rows).map_batches(
-            CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": True},
-            batch_size=batch, batch_format="numpy", num_gpus=num_gpus, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=1))
+    from curate.phases.caption import PREPARED, prepared_row
+    from schemas.record import rows_to_table
+
+    def seconds(count: int) -> float:
+        rows = rows_to_table([prepared_row("u", f"k{i}", None, imgs[i % len(imgs)]) for i in range(count)], PREPARED)
+        ds = build(ray.data.from_arrow(rows))
         t = time.perf_counter()
         ds.materialize()
         return time.perf_counter() - t
 
-    # each run starts its actor (process + model load): the difference of two runs is steady-state throughput
-    small, large = pipeline_seconds(n), pipeline_seconds(3 * n)
-    batched = 2 * n / (large - small)
-    ray.shutdown()
-    return one_by_one, batched
+    n = len(imgs)
+    small, large = seconds(n), seconds(3 * n)
+    return 2 * n / (large - small)
+
+
+def curate_rate(model_dir: Path, imgs: list[Image.Image], backend: str, batch: int, num_gpus: float) -> float:
+    from curate.phases.caption import add_captioner
+    from schemas.job import CaptionerConfig, Job
+
+    cfg = CaptionerConfig(name="bench", backend=backend, model=str(model_dir), preset="greedy", generation=FORCED,
+                          batch_size=batch, num_gpus=num_gpus, num_cpus=1)
+    job = Job.model_validate({"name": "bench", "out": "unused", "sources": [{"type": "folder", "path": "unused"}],
+                              "caption": {"captioners": [cfg.model_dump()], "tokenizer": str(model_dir)}})
+    return steady_rate(lambda ds: add_captioner(ds, cfg, job, drop_pixels=True, pools=1), imgs)
 
 
 def main() -> None:
     import torch
 
     from bench.common import table
+    from captioners.vllm_batch import available as vllm_available
+    from curate.engine import init_ray
+    from curate.tinymodels import QWEN25_VL_7B, build_tiny_qwen25_vl
 
+    gpu = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
-        from curate.tinymodels import build_tiny_vlm
-
-        tiny = build_tiny_vlm(Path(tmp) / "tiny")
-        n = int(os.environ.get("BENCH_CAPTION_N", "16"))
-        one, batched = measure(tiny, n, batch=8, side=64, num_gpus=0)
-        print(f"tiny VLM on CPU, {n} images, batch 8, {NEW_TOKENS} new tokens each")
-        table([("images/s: batched actor vs one-by-one", batched, one),
-               ("tokens/s: batched actor vs one-by-one", batched * NEW_TOKENS, one * NEW_TOKENS)], "/s")
-        if torch.cuda.is_available():
-            device = torch.cuda.get_device_name(0)
-            big = build_realistic_vlm(Path(tmp) / "llava7b")
-            one, batched = measure(big, 64, batch=16, side=336, num_gpus=1)
-            print(f"\nLLaVA-1.5-7B-shaped VLM (random weights, bf16) on {device}, 64 images, batch 16, {NEW_TOKENS} new tokens")
-            table([("images/s: batched actor vs one-by-one", batched, one),
-                   ("tokens/s: batched actor vs one-by-one", batched * NEW_TOKENS, one * NEW_TOKENS)], "/s")
+        if gpu:
+            device, what = "cuda", f"Qwen2.5-VL-7B-shaped (random weights, bf16) on {torch.cuda.get_device_name(0)}"
+            model = build_tiny_qwen25_vl(Path(tmp) / "qwen7b", shape=QWEN25_VL_7B, device="cuda", dtype="bfloat16")
+            n, base_batch, batch = int(os.environ.get("BENCH_CAPTION_N", "128")), 16, 128
         else:
-            print("\n(no GPU visible: the realistic-size GPU variant is skipped; see bench/RESULTS.md)")
+            device, what = "cpu", "tiny Qwen2.5-VL (random weights) on CPU"
+            model = build_tiny_qwen25_vl(Path(tmp) / "tiny")
+            n, base_batch, batch = int(os.environ.get("BENCH_CAPTION_N", "8")), 8, 8
+            torch.set_num_threads(1)  # the CPU actor gets one CPU: the same for the loop
+        imgs = images(n)
+        base = baseline_loop(model, imgs[:max(base_batch, n // 4)], base_batch, device)
+        init_ray(None, None, 1800)
+        rows = [(f"images/s: transformers (greedy, batch {batch}) vs baseline",
+                 curate_rate(model, imgs, "transformers", batch, 1 if gpu else 0), base)]
+        if gpu and vllm_available():
+            rows.append(("images/s: vLLM (greedy, Ray Data LLM) vs baseline", curate_rate(model, imgs, "vllm", 64, 1), base))
+        print(f"{what}, {SIDE[0]}x{SIDE[1]} images, {NEW_TOKENS} new tokens forced; "
+              f"baseline: plain generate loop, 3-beam sampling, batch {base_batch}")
+        table(rows + [(r[0].replace("images/s", "tokens/s"), r[1] * NEW_TOKENS, r[2] * NEW_TOKENS) for r in rows], "/s")
+        if not gpu:
+            print("(no GPU visible: the 7B-shaped transformers and vLLM variants are skipped; see bench/RESULTS.md)")
+        elif not vllm_available():
+            print("(vllm is not installed: the vLLM variant is skipped; pip install 'curate[vllm]')")
+        import ray
+
+        ray.shutdown()
 
 
 if __name__ == "__main__":

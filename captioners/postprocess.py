@@ -11,6 +11,7 @@ from functools import lru_cache
 _ROLE_PREFIX = re.compile(r"^\s*(?:<\|?\w+\|?>\s*:?|(?:assistant|bot|gpt|answer)\s*:)\s*", re.IGNORECASE)
 _SPECIAL = re.compile(r"<\|[^|>]{1,40}\|>|</?s>|<(?:image|pad|unk|eos|bos)>", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_LAST_SENTENCE_END = re.compile(r"^.*[.!?][\"')\]]*(?=\s|$)", re.DOTALL)
 
 
 @dataclass
@@ -27,6 +28,13 @@ def strip_artefacts(text: str) -> str:
         prev = text
         text = _ROLE_PREFIX.sub("", _SPECIAL.sub(" ", text))
     return re.sub(r"\s+", " ", text).strip().strip('"').strip()
+
+
+def trim_to_last_sentence(text: str) -> str:
+    """The text up to its last full sentence (a caption the token limit cut ends mid-sentence);
+    "" when not one sentence ended."""
+    found = _LAST_SENTENCE_END.match(text)
+    return found.group(0).strip() if found else ""
 
 
 def collapse_loops(text: str, max_n: int = 6, min_repeats: int = 3) -> str:
@@ -90,12 +98,19 @@ def cut_to_budget(text: str, count: Callable[[str], int], budget: int) -> tuple[
     return kept_text, text[len(kept_text):].strip()
 
 
-def clean(text: str | None, count: Callable[[str], int], budget: int) -> Cleaned:
+def clean(text: str | None, count: Callable[[str], int], budget: int, cut_by_limit: bool = False) -> Cleaned:
+    """`cut_by_limit`: the captioner stopped at max_new_tokens (finish reason `length`), so the
+    unfinished last sentence is dropped first (when an earlier sentence ended)."""
     raw = text or ""
     changes = []
     step = strip_artefacts(raw)
     if step != raw.strip():
         changes.append("artefacts")
+    if cut_by_limit:  # with no sentence ended, the text stays (marked `length`; the scorer flags it truncated)
+        trimmed = trim_to_last_sentence(step) or step
+        if trimmed != step:
+            changes.append("length_trim")
+        step = trimmed
     looped = collapse_loops(step)
     if looped != step:
         changes.append("loop")

@@ -15,6 +15,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
+from captioners import preflight
 from schemas.job import Job, Source
 
 
@@ -130,7 +131,8 @@ def _is_union_tag(part: Any) -> bool:
 
 
 def check_paths(job: Job, job_path: str | Path) -> list[str]:
-    """Local inputs the job names that do not exist, as 'field: path: what is expected'."""
+    """Local inputs the job names that do not exist, and captioner backends this machine cannot
+    run, as 'field: path: what is expected'."""
     problems = []
     for i, src in enumerate(job.sources):
         if src.type == "folder" and not Path(src.path).is_dir():
@@ -147,6 +149,7 @@ def check_paths(job: Job, job_path: str | Path) -> list[str]:
                 f"caption.captioners.{i}.model: {cap.model}: expected a model folder "
                 "(config.json + weights); `curate tiny-models DIR` builds a tiny one for trials"
             )
+    problems += preflight(job.caption.captioners)  # e.g. backend vllm without vllm installed
     for i, prior in enumerate(job.dedup.against):
         if not Path(prior).is_file() and not (Path(prior) / "hashes.parquet").is_file():
             problems.append(f"dedup.against.{i}: {prior}: expected an earlier run's folder (with hashes.parquet) or a hashes.parquet file")

@@ -57,8 +57,6 @@ def preflight(job: Job, job_path: str | Path) -> list[str]:
 def _captioner(cap: CaptionerConfig) -> str | None:
     if cap.backend == "openai":
         return _endpoint(cap)
-    if cap.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        return "backend vllm needs the vllm package on every GPU node (pip install 'curate[vllm]')"
     from transformers import AutoConfig, AutoProcessor
 
     try:

@@ -21,7 +21,7 @@ from curate.accounting import AccountingError, account
 from curate.jobs import JobError, check_paths, config_hash
 from curate.outputs import MARKER, LocalOutput, S3Output, output_for, work_dir
 from curate.phasekeys import PHASES, captioner_keys, describe, first_changed, phase_keys
-from curate.phases.caption import run_caption
+from curate.phases.caption import captioner_summary, run_caption
 from curate.phases.dedup import run_dedup
 from curate.phases.ingest import run_ingest
 from curate.phases.write import run_write
@@ -222,6 +222,7 @@ def _finish(job: Job, job_path, run: RunDir, output, plan: pa.Table, ray_where: 
     }
     evidence = run.report / "hallucinations.parquet"
     hallucinations = pq.read_table(evidence) if evidence.exists() else None
+    manifest["captioners"] = captioner_summary(job, run)
     manifest["hallucination"] = hallucination_summary(index)
     progress.advance(task)
     write_report(run, manifest, index, rejects, hallucinations, open_shard=output.open_read, read_range=output.read_range,

@@ -22,6 +22,9 @@ WORDS = (
 ).split()
 
 
+SHARE_WORDS = "Analyze the image in a comprehensive and detailed manner".lower().split()
+
+
 def build_tiny_vlm(out: str | Path, seed: int = 0, image_size: int = 64) -> Path:
     """A Llava-architecture VLM (CLIP vision tower + Llama decoder) with a word-level tokenizer."""
     import torch
@@ -39,7 +42,7 @@ def build_tiny_vlm(out: str | Path, seed: int = 0, image_size: int = 64) -> Path
     out = Path(out)
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
     vocab = {t: i for i, t in enumerate(specials)}
-    for w in [*WORDS, ".", ",", ":", "assistant", "user", *"Analyze the image in a comprehensive and detailed manner".lower().split()]:
+    for w in [*WORDS, ".", ",", ":", "assistant", "user", *SHARE_WORDS]:
         vocab.setdefault(w, len(vocab))
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.normalizer = None
@@ -176,4 +179,82 @@ def build_tiny_t5_tokenizer(out: str | Path, vocab_size: int = 100) -> Path:
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
         "extra_ids": 0, "model_max_length": 512}))
+    return out
+
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|image_pad|>", "<|video_pad|>"]
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Qwen2.5-VL-7B-Instruct's shapes (config.json of the released model).
+QWEN25_VL_7B = {
+    "text": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+             "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128000},
+    "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+               "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112},
+    "mrope_section": [16, 24, 24],
+}
+QWEN25_VL_TINY = {
+    "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "max_position_embeddings": 4096},
+    "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+               "fullatt_block_indexes": [1], "window_size": 56},
+    "mrope_section": [2, 3, 3],
+}
+
+
+def build_tiny_qwen25_vl(out: str | Path, seed: int = 0, shape: dict = QWEN25_VL_TINY, device: str = "cpu",
+                         dtype: str = "float32") -> Path:
+    """A Qwen2.5-VL (the shipped jobs' architecture: dynamic resolution, 28x28 px per image token,
+    min/max_pixels on the processor) with a word-level tokenizer and random weights.
+
+    `shape=QWEN25_VL_7B` builds the 7B model's shapes (for the GPU benchmark)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    out = Path(out)
+    vocab = {t: i for i, t in enumerate(["<unk>", *QWEN_SPECIALS])}
+    for w in [*WORDS, ".", ",", ":", "assistant", "user", "\n", *SHARE_WORDS]:
+        vocab.setdefault(w, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    core.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", padding_side="left",
+                                        additional_special_tokens=QWEN_SPECIALS[1:])
+    text = {"vocab_size": len(vocab), **shape["text"]}
+    rope = {"rope_type": "default", "mrope_section": shape["mrope_section"], "rope_theta": 1000000.0}
+    config = Qwen2_5_VLConfig(
+        text_config={**text, "rope_parameters": rope, "bos_token_id": vocab["<|endoftext|>"],
+                     "eos_token_id": vocab["<|im_end|>"], "pad_token_id": vocab["<|endoftext|>"]},
+        vision_config={**shape["vision"], "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))  # build in the target dtype (7B in fp32 would need 33 GB)
+    try:
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(default)
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+                                    tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
     return out

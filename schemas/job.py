@@ -171,27 +171,91 @@ class ApiConfig(Strict):
 
     base_url: str | None = Field(None, description="e.g. http://vllm-server:8000/v1")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never the key itself).")
-    concurrency: int = Field(8, ge=1, description="Requests in flight per actor.")
+    concurrency: int = Field(32, ge=1, description="Requests in flight per actor, whatever the batch size (one HTTP client per actor).")
     timeout_s: float = Field(120, gt=0, description="Per request.")
-    retries: int = Field(3, ge=0, description="After timeouts, 429 and 5xx, with doubling backoff.")
-    backoff_s: float = Field(1.0, ge=0)
-    image_format: Literal["png", "jpeg"] = Field("png", description="How images travel (png: lossless; jpeg: smaller).")
+    retries: int = Field(5, ge=0, description="After timeouts, connection errors, 429 and 5xx.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry waits about this long (jittered), doubling each time; "
+                             "a Retry-After header replaces it.")
+    max_backoff_s: float = Field(60, ge=0, description="Longest wait before a retry (also caps Retry-After).")
+    image_format: Literal["jpeg", "png"] = Field("jpeg", description="How images travel: jpeg (quality `jpeg_quality`, "
+                                                 "~10x smaller) or png (lossless).")
+    jpeg_quality: int = Field(95, ge=1, le=100)
+
+
+class GenerationSettings(Strict):
+    """Single decoding settings replacing the preset's (unset: the preset's value)."""
+
+    max_new_tokens: int | None = Field(None, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0, description="Forbid the end token before this many new tokens.")
+    do_sample: bool | None = Field(None, description="Sample (seeded per sample from `seed` and the key) instead of argmax.")
+    temperature: float | None = Field(None, gt=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, description="0: no top-k cut.")
+    num_beams: int | None = Field(None, ge=1)
+    repetition_penalty: float | None = Field(None, gt=0, description="CTRL-style penalty over the generated tokens only "
+                                             "(never the prompt).")
+    length_penalty: float | None = Field(None, description="Beam search length penalty.")
+
+
+class VLLMOptions(Strict):
+    """For backend vllm: the engine, run by Ray Data's batch-LLM processor (ray.data.llm)."""
+
+    max_model_len: int = Field(4096, ge=256, description="Context per sequence: prompt + image tokens + new tokens "
+                               "(the model's own, often 128k, would size the KV cache for nothing).")
+    max_num_seqs: int = Field(256, ge=1, description="Sequences the engine decodes together.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Share of each GPU vLLM may take; "
+                                                 "default 0.9, times num_gpus when the actor has a fraction of a GPU.")
+    max_concurrent_batches: int | None = Field(None, ge=1, description="Ray batches in flight per engine; default: enough "
+                                               "to keep max_num_seqs requests queued.")
+    enable_prefix_caching: bool = Field(True, description="Reuse the shared prompt prefix's KV cache.")
 
 
 class CaptionerConfig(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Stored as captions.<name>.")
-    backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="vllm needs the vllm extra; openai calls `api.base_url`.")
+    backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="transformers: a Ray actor per "
+                                                                "GPU; vllm: Ray Data LLM (needs the vllm extra); openai: calls `api.base_url`.")
     model: str = Field(description="Hugging Face repo id or local folder (transformers, vllm); the served model name (openai).")
     api: ApiConfig = Field(default_factory=ApiConfig)
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     prompt: str = SHARE_CAPTIONER_PROMPT
-    preset: Literal["share-captioner", "greedy"] = Field("share-captioner", description="Generation defaults; `generation` overrides single settings.")
-    generation: dict[str, float | int | bool] = Field(default_factory=dict, description="Overrides, e.g. {max_new_tokens: 300, num_beams: 1}.")
+    preset: Literal["share-captioner", "greedy", "sample"] = Field(
+        "share-captioner", description="Decoding preset (every parameter stated; see captioners/presets.py); "
+        "`generation` replaces single settings. share-captioner: ShareGPT4V's 3-beam sampling (transformers only); "
+        "greedy: the throughput preset; sample: seeded temperature-1 sampling.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings, description="Overrides, e.g. {max_new_tokens: 300}.")
     image_side: int = Field(896, ge=32, description="CPU tasks shrink images to this long side before the actor; the processor does the rest.")
-    batch_size: int = Field(4, ge=1)
-    concurrency: int = Field(1, ge=1, description="Maximum actors in the pool (the pool autoscales from 1).")
-    num_gpus: float = Field(0, ge=0, description="GPUs per actor; 0 runs on CPU.")
+    min_pixels: int = Field(256 * 28 * 28, ge=1, description="Processor pixel floor (Qwen-VL: 28x28 px per image token; "
+                            "default 256 tokens). Images are scaled up to it.")
+    max_pixels: int = Field(1280 * 28 * 28, ge=1, description="Processor pixel ceiling (default 1280 tokens, Qwen's "
+                            "suggested maximum): bounds image tokens, memory and time.")
+    batch_size: int = Field(4, ge=1, description="Rows per Ray batch (transformers: per generate call; vllm: per engine "
+                                                  "request batch; openai: does not bound concurrency).")
+    concurrency: int = Field(1, ge=1, description="Maximum actors (vllm: engines) in the pool (autoscales from 1).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per actor; 0 runs on CPU. transformers: more than 1 spreads the model "
+                            "over them; vllm: whole numbers are the tensor parallel size, a fraction shares a GPU.")
     num_cpus: float = Field(1, gt=0, description="CPUs per actor; keep below the node's CPUs so read tasks can run.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @model_validator(mode="after")
+    def _backend_honours_settings(self) -> CaptionerConfig:
+        from captioners.presets import effective, refusal
+
+        problem = refusal(self.backend, self.preset, self.generation.model_dump())
+        if problem:
+            raise ValueError(problem)
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels={self.min_pixels} is above max_pixels={self.max_pixels}")
+        if self.backend == "vllm":
+            if self.num_gpus == 0:
+                raise ValueError("backend vllm runs on GPUs: set num_gpus (1 or more: the tensor parallel size; or a fraction)")
+            if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
+                raise ValueError(f"num_gpus={self.num_gpus}: backend vllm needs a whole number of GPUs above 1 "
+                                 "(the tensor parallel size)")
+            need = self.max_pixels // (28 * 28) + 64 + effective(self.preset, self.generation.model_dump())["max_new_tokens"]
+            if self.vllm.max_model_len < need:
+                raise ValueError(f"vllm.max_model_len={self.vllm.max_model_len} is below the longest request "
+                                 f"(~{need} tokens: max_pixels/784 image tokens + prompt + max_new_tokens)")
+        return self
 
 
 class CaptionConfig(Strict):
@@ -280,6 +344,8 @@ class Job(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     out: str = Field(description="Output folder, or s3://bucket/prefix (shards and files are uploaded with multipart uploads).")
+    seed: int = Field(0, ge=0, description="The run's seed: a sampling preset draws each caption from a generator seeded "
+                      "by it and the sample's key, so a resumed run captions exactly as an uninterrupted one.")
     ray: RayConfig = Field(default_factory=RayConfig)
     sources: list[Source] = Field(min_length=1)
     fetch: FetchConfig = Field(default_factory=FetchConfig)

@@ -124,6 +124,8 @@ CAPTIONED = pa.schema([
     ("caption", pa.string()),
     ("caption_tokens", pa.int32()),
     ("caption_cut", pa.string()),
+    ("finish_reasons", pa.map_(pa.string(), pa.string())),  # per captioner: stop | length (cut by
+                                      # max_new_tokens, then trimmed to its last full sentence if one ended)
     ("status", pa.string()),          # "captioned" or a Reason value
     ("detail", pa.string()),
     ("hallucination", HALLUCINATION_SUMMARY),

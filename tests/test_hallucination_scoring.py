@@ -104,8 +104,8 @@ def caption_batch(dense: list[str], short: list[str], prep_errors: list[str]):
     n = len(dense)
     rows = [prepared_row("u", f"k{i}", None, None if err else picture(c), err or None)
             for i, (c, err) in enumerate(zip(("white", "navy", "orange"), prep_errors))]
-    return with_columns(rows_to_table(rows, PREPARED), {"raw_dense": dense, "err_dense": [""] * n,
-                                                        "raw_short": short, "err_short": [""] * n})
+    return with_columns(rows_to_table(rows, PREPARED), {"raw_dense": dense, "err_dense": [""] * n, "finish_dense": ["stop"] * n,
+                                                        "raw_short": short, "err_short": [""] * n, "finish_short": ["stop"] * n})
 
 
 # only degeneration decides, and the random tiny CLIP neither weakens nor ungrounds anything

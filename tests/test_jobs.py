@@ -109,9 +109,9 @@ def test_shipped_jobs_follow_their_own_rules(name):
         assert not res.require_4k and res.min_side == 1024
     assert res.max_aspect <= 4.5                      # PixArt-sigma drops ratio > 4.5
     assert job.caption.tokenizer == T5_TOKENIZER and job.caption.max_tokens == 300   # the T5 budget it protects
+    for c in job.caption.captioners:   # the throughput backend and preset (issue 19), no longer than the budget
+        assert (c.backend, c.preset) == ("vllm", "greedy") and c.generation.max_new_tokens <= job.caption.max_tokens
     h, captioners = job.hallucination, job.caption.captioners
-    if h.enabled:   # the scorer is sized for the captioners in front of it (README: one actor per 2)
+    if h.enabled:   # the scorer is sized for the captioners in front of it (README: one actor per 2) ...
         assert 2 * h.concurrency >= sum(c.concurrency for c in captioners)
-        assert h.batch_size >= max(c.batch_size for c in captioners)
-        if any(c.num_gpus for c in captioners):
-            assert h.num_gpus > 0
+        assert h.num_gpus == 0 and h.num_cpus >= 4   # ... on CPUs, never in a captioner's GPU slot

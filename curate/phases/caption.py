@@ -6,8 +6,11 @@ CPU tasks do all JPEG decoding, so the (GPU) actors only run the model.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,14 +18,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from captioners import build_captioner
+from captioners import build_captioner, vllm_batch
+from captioners.base import FINISH_LENGTH
 from captioners.postprocess import clean, token_counter
 from curate.engine import actor_resources, commit_by_unit, unit_dataset
 from curate.imaging import decode_working
 from curate.phases.dedup import staged_rows
 from curate.phases.rejects import rejects_from
 from curate.sources import stored_bytes
-from curate.storage import RunDir, write_parquet_atomic
+from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from schemas.job import CaptionerConfig, Job
 from schemas.reasons import Reason
 from schemas.record import CAPTIONED, DEDUP, rows_to_table
@@ -65,25 +69,27 @@ def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: t
             image, error = None, f"{type(exc).__name__}: {exc}"
         out = prepared_row(row["unit"], row["key"], row["alt"], image, error)
         for name in reuse:
-            text = previous.get(row["key"], {}).get(name)
-            out[f"raw_{name}"], out[f"err_{name}"] = text, ("" if text is not None else None)
+            text, finish = previous.get(row["key"], {}).get(name, (None, None))
+            out[f"raw_{name}"], out[f"err_{name}"], out[f"finish_{name}"] = text, "" if text is not None else None, finish
         rows.append(out)
     return rows_to_table(rows, with_raw_columns(PREPARED, reuse))
 
 
 def with_raw_columns(schema: pa.Schema, names) -> pa.Schema:
     for name in names:
-        schema = schema.append(pa.field(f"raw_{name}", pa.string())).append(pa.field(f"err_{name}", pa.string()))
+        for column in (f"raw_{name}", f"err_{name}", f"finish_{name}"):
+            schema = schema.append(pa.field(column, pa.string()))
     return schema
 
 
-def previous_raw(run: RunDir, unit: str) -> dict[str, dict[str, str]]:
-    """key -> {captioner: raw text} of a unit's previous caption run, when kept aside."""
+def previous_raw(run: RunDir, unit: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """key -> {captioner: (raw text, finish reason)} of a unit's previous caption run, when kept aside."""
     path = run.work / "caption.prev" / f"{unit}.parquet"
     if not path.exists():
         return {}
-    table = pq.read_table(path, columns=["key", "raw"])
-    return {k: dict(r or []) for k, r in zip(table["key"].to_pylist(), table["raw"].to_pylist())}
+    table = pq.read_table(path, columns=["key", "raw", "finish_reasons"])
+    return {k: {name: (text, dict(f or []).get(name, "")) for name, text in (r or [])}
+            for k, r, f in zip(table["key"].to_pylist(), table["raw"].to_pylist(), table["finish_reasons"].to_pylist())}
 
 
 def images_of(batch: pa.Table, rows: list[int]) -> list[Image.Image]:
@@ -104,17 +110,20 @@ def with_columns(batch: pa.Table, columns: dict[str, list[str | None]]) -> pa.Ta
 
 
 class CaptionActor:
-    """Ray actor: loads one captioner once, captions batches, keeps order."""
+    """Ray actor: loads one captioner once, captions batches, keeps order. Adds the columns
+    raw_<name> (text), err_<name> (error, "" when none) and finish_<name> (stop | length; "" when
+    it failed)."""
 
-    def __init__(self, cfg_json: str, drop_pixels: bool):
+    def __init__(self, cfg_json: str, drop_pixels: bool, seed: int = 0):
         self.cfg = CaptionerConfig.model_validate_json(cfg_json)
-        self.captioner = build_captioner(self.cfg)
+        self.captioner = build_captioner(self.cfg, seed)
         self.drop_pixels = drop_pixels
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
-        raw, err = f"raw_{self.cfg.name}", f"err_{self.cfg.name}"
+        raw, err, fin = f"raw_{self.cfg.name}", f"err_{self.cfg.name}", f"finish_{self.cfg.name}"
         texts: list[str | None] = batch[raw].to_pylist() if raw in batch.column_names else [None] * n
+        finishes = [f or "" for f in batch[fin].to_pylist()] if fin in batch.column_names else [""] * n
         errors = [e or "" for e in batch["prep_error"].to_pylist()]
         ok = [i for i in range(n) if not errors[i] and texts[i] is None]   # rows with a reused caption are done
         if ok:
@@ -122,9 +131,40 @@ class CaptionActor:
             metas = [{"key": keys[i], "alt": alts[i]} for i in ok]
             for i, res in zip(ok, self.captioner.caption(images_of(batch, ok), metas)):
                 texts[i] = res.text or ""
+                finishes[i] = res.finish or ""
                 errors[i] = f"caption: {res.error}" if res.error else ""
-        out = with_columns(batch, {raw: texts, err: errors})
+        out = with_columns(batch, {raw: texts, err: errors, fin: finishes})
         return out.drop_columns(["pixels"]) if self.drop_pixels else out
+
+
+class ApiCaptionActor(CaptionActor):
+    """CaptionActor for the openai backend. Ray Data runs an async actor's batches concurrently
+    (four per task by default), so requests from several batches queue in the captioner's one
+    worker pool, which keeps `api.concurrency` in flight whatever the batch size."""
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        return await asyncio.to_thread(CaptionActor.__call__, self, batch)
+
+
+def ray_batch_size(cfg: CaptionerConfig) -> int:
+    """Rows per Ray batch: the job's batch size; for the openai backend at least half its request
+    limit, so the four batches in flight queue twice as many requests as it sends at once."""
+    return max(cfg.batch_size, math.ceil(cfg.api.concurrency / 2)) if cfg.backend == "openai" else cfg.batch_size
+
+
+def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: int):
+    """The dataset with one captioner's raw_/err_/finish_ columns added."""
+    import ray.data
+
+    if cfg.backend == "vllm":
+        return vllm_batch.apply(ds, cfg, job.seed, drop_pixels)
+    num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, pools)
+    return ds.map_batches(
+        ApiCaptionActor if cfg.backend == "openai" else CaptionActor,
+        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": drop_pixels, "seed": job.seed},
+        batch_size=ray_batch_size(cfg), batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
+    )
 
 
 def finalize_block(batch: pa.Table, job_json: str) -> pa.Table:
@@ -147,10 +187,13 @@ def finalize_rows(table: pa.Table, job: Job) -> list[dict]:
         row = {"unit": batch["unit"][i], "key": batch["key"][i]}
         prep_error = batch["prep_error"][i]
         errors = {name: batch[f"err_{name}"][i] for name in names}
-        captions = {name: clean(batch[f"raw_{name}"][i], count, cap.max_tokens) for name in names if not errors[name]}
+        finish = {name: batch[f"finish_{name}"][i] for name in names if not errors[name]}
+        captions = {name: clean(batch[f"raw_{name}"][i], count, cap.max_tokens, cut_by_limit=finish[name] == FINISH_LENGTH)
+                    for name in finish}
         alt = batch["alt"][i]
         row["captions"] = [(n, c.text) for n, c in captions.items()] + ([("alt", alt)] if alt else [])
-        row["raw"] = [(n, batch[f"raw_{n}"][i]) for n in names if not errors[n] and batch[f"raw_{n}"][i] is not None]
+        row["raw"] = [(n, batch[f"raw_{n}"][i]) for n in finish]
+        row["finish_reasons"] = list(finish.items())
         chosen = captions.get(cap.chosen)
         if prep_error:
             row.update(status=Reason.READ_ERROR.value, detail=prep_error)
@@ -240,14 +283,9 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     # a captioner whose earlier raw text covers every pending sample is not run at all
     captioners = [c for c in job.caption.captioners if c.name not in complete]
     scoring = job.hallucination.enabled
-    n = len(captioners) + scoring
+    n = sum(c.backend != "vllm" for c in captioners) + scoring  # CPU-sharing actor pools (vLLM's stages size themselves)
     for i, cfg in enumerate(captioners):
-        num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, n)
-        ds = ds.map_batches(
-            CaptionActor, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": i == len(captioners) - 1 and not scoring},
-            batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
-        )
+        ds = add_captioner(ds, cfg, job, drop_pixels=i == len(captioners) - 1 and not scoring, pools=n)
     if scoring:
         h = job.hallucination
         num_cpus, num_gpus = actor_resources("hallucination scorer", h.num_cpus, h.num_gpus, n)
@@ -281,6 +319,16 @@ def reusable_captions(run: RunDir, pending: pa.Table) -> tuple[list[str], set[st
                     have[name].add(key)
     keys = set(pending["key"].to_pylist())
     return reuse, {name for name in reuse if keys <= have[name]}
+
+
+def captioner_summary(job: Job, run: RunDir) -> dict:
+    """Per captioner, for the manifest: its effective decoding settings and how its captions ended."""
+    from captioners.presets import describe
+
+    finishes = read_parquet_dir(run.caption, CAPTIONED, ["finish_reasons"])["finish_reasons"]
+    ended = Counter(pair for row in finishes.to_pylist() if row for pair in row)
+    return {c.name: {**describe(c, job.seed), "finish": {reason: n for (name, reason), n in sorted(ended.items()) if name == c.name}}
+            for c in job.caption.captioners}
 
 
 def _commit(run: RunDir, unit: str, rows: pa.Table, kept: pa.Table) -> None:
