@@ -179,7 +179,7 @@ def test_vllm_rows_in_and_out():
     assert unread["err_dense"] == "OSError: gone"
 
 
-def test_a_vllm_job_without_vllm_fails_preflight_with_one_line(tmp_path):
+def test_a_vllm_job_without_vllm_fails_preflight_with_one_line(tmp_path, tiny_vlm):
     from tests.conftest import cli
 
     if vllm_batch.available():
@@ -187,7 +187,7 @@ def test_a_vllm_job_without_vllm_fails_preflight_with_one_line(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(f"name: t\nout: {tmp_path / 'out'}\nsources: [{{type: folder, path: {tmp_path}}}]\n"
                    f"caption: {{captioners: [{{name: dense, backend: vllm, model: {QWEN}, preset: greedy, num_gpus: 1}}], "
-                   "tokenizer: google/t5-v1_1-xxl}\n")
+                   f"tokenizer: {tiny_vlm.parent / 'tiny-t5-tokenizer'}}}\n")
     res = cli("run", str(job))
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"error: {job}: caption.captioners.0.backend: vllm is not installed here "

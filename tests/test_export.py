@@ -49,7 +49,6 @@ def test_export_pixart_feeds_an_aspect_ratio_sampler(demo_run, tmp_path):
     for batch in batches:
         assert len({index[infos[i]["path"]]["bucket"] for i in batch}) == 1
     assert cli("export", "pixart", str(tmp_path / "nothing"), str(out)).returncode == 1
-    assert any(not dict(r["captions"]).get("alt") for r in index.values()), "the demo run should hold samples without alt text"
 
 
 def test_export_subsets_the_4k_images_buckets_and_aesthetics(demo_run, tmp_path):

@@ -32,7 +32,8 @@ def corpus_job(tmp: Path, cases: list[realdata.Case], corpus: Path, tiny_vlm: Pa
     path.write_text(yaml.safe_dump(raw))
     overrides = [o for o in demo_overrides(corpus, tiny_vlm, out) if not o.startswith("sources.0.path=")]
     # the tiny random VLM may emit its end token first: make it say something for every image
-    return load_job(path, [*overrides, "caption.captioners.0.generation.min_new_tokens=6", *extra]), path
+    return load_job(path, [*overrides, "caption.captioners.0.generation.min_new_tokens=6",
+                           "caption.captioners.1.generation.min_new_tokens=3", *extra]), path
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +159,23 @@ def test_no_sidecars_and_no_scoring_runs_clean(real, tiny_vlm, tmp_path):
     index = pq.read_table(result.run_dir / "index").to_pylist()
     assert result.manifest["counts"]["written"] == len(index) == 8
     assert all(dict(r["captions"]).get("alt") is None and r["hallucination"] is None for r in index)
+
+
+def test_export_gives_every_image_a_prompt_and_upright_pixels(real, tmp_path):
+    """Most of this corpus has no alt text: PixArt's prompt falls back to the `short` captioner."""
+    from tests.conftest import cli
+
+    out = tmp_path / "pixart"
+    res = cli("export", "pixart", str(real["out"]), str(out), "--prompt-fallback", "short")
+    assert res.returncode == 0, res.stderr
+    infos = {i["path"]: i for i in json.loads((out / "InternData/data_info.json").read_text())}
+    rows = {r["member"]: r for r in real["index"].values()}
+    assert infos.keys() == rows.keys()
+    without_alt = 0
+    for path, info in infos.items():
+        captions = dict(rows[path]["captions"])
+        without_alt += "alt" not in captions
+        assert info["prompt"] == (captions.get("alt") or captions["short"]) and info["prompt"]
+        with Image.open(out / "InternImgs" / path) as img:   # PixArt's loader: no EXIF transpose
+            assert img.size == (info["width"], info["height"]) == real["cases"][rows[path]["key"]].upright.size
+    assert without_alt == sum(c.alt is None for c in real["cases"].values()) == 36
