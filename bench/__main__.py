@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["ingest", "dedup", "caption", "ocr"]
+BENCHES = ["ingest", "dedup", "caption", "ocr", "halluc"]
 
 
 def main(names: list[str]) -> None:

@@ -8,7 +8,7 @@ code before issue 20, kept in bench/halluc_baseline.py) measured in the same run
 
 Ours runs through `CaptionScorer.score` (CLIP and alt agreement off, as a job without CLIP):
 claims per image are scored together, so the image is read once. `python -m bench halluc`,
-or `python -m bench.halluc N` for N images per condition (default 30).
+or `python -m bench.halluc N` for N images per condition (default 12).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from curate.hallucination.claims import text_claims
 from curate.hallucination.combine import DEGENERATION_FLAGS, flags
 from curate.hallucination.degeneration import degeneration
 
-PER_CONDITION = 30
+PER_CONDITION = 12
 THRESHOLD = 0.5
 
 

@@ -45,10 +45,19 @@ class TextCase:
     claims: dict[str, str]    # claim kind -> caption
 
 
-def _font(rng: np.random.Generator, px: int) -> ImageFont.FreeTypeFont:
+def _font(index: int, px: int) -> ImageFont.FreeTypeFont:
     if FONTS:
-        return ImageFont.truetype(FONTS[rng.integers(len(FONTS))], px)
+        return ImageFont.truetype(FONTS[index % len(FONTS)], px)
     return ImageFont.load_default(size=px)
+
+
+def _fitting_font(index: int, px: int, lines: list[str], width: int) -> ImageFont.FreeTypeFont:
+    """The font at `px`, or smaller until the widest line fits `width` (text is never cut off)."""
+    while True:
+        font = _font(index, px)
+        if px <= 10 or _text_block(lines, font, 10, (0, 0, 0, 255)).width <= width:
+            return font
+        px = int(px * 0.9)
 
 
 def photo_like(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
@@ -98,7 +107,8 @@ def render(rng: np.random.Generator, condition: str, text: str) -> Image.Image:
         lines = [" ".join(words[:cut]), " ".join(words[cut:])]
     px = {"sign": (40, 90), "poster": (50, 110), "book_cover": (44, 80), "shirt": (30, 60), "multiline": (34, 70),
           "rotated": (40, 80), "low_contrast": (40, 90), "small": (13, 22)}[condition]
-    font = _font(rng, int(rng.integers(*px)))
+    font_file, font_px = int(rng.integers(max(1, len(FONTS)))), int(rng.integers(*px))
+    font = _fitting_font(font_file, font_px, lines, w - 40 - (120 if condition == "shirt" else 0))
     angle = float(rng.choice([-1, 1]) * rng.uniform(12, 35)) if condition == "rotated" else 0.0
 
     if condition in ("sign", "poster", "book_cover", "shirt"):
@@ -440,7 +450,7 @@ def _truncate(rng, caption: str) -> str:
     if style == 1:    # mid-word
         cut = int(rng.integers(len(words) // 2, len(words) - 1))
         w = words[cut].strip(".,")
-        return " ".join(words[:cut] + [w[: max(1, len(w) // 2)]])
+        return " ".join([*words[:cut], w[: max(1, len(w) // 2)]])
     if style == 2:    # after a title abbreviation
         head = caption.rsplit(". ", 1)[0] + "."
         return head + " " + str(rng.choice(["A brass plaque by the door names Dr.", "The letter is addressed to Mrs.",

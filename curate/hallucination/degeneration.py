@@ -98,9 +98,10 @@ def has_loop(text: str) -> bool:
     return False
 
 
-def duplicate_sentences(text: str, min_similarity: float = 0.85) -> list[tuple[int, int]]:
-    """Spans of sentences that repeat an earlier one nearly: word-level similarity (rapidfuzz
-    Indel) of at least `min_similarity`, or the same words exactly for sentences of 1-3 words."""
+def duplicate_sentences(text: str, word_similarity: float = 0.85, char_similarity: float = 0.9) -> list[tuple[int, int]]:
+    """Spans of sentences that repeat an earlier one nearly (rapidfuzz Indel similarity): of
+    their words at least `word_similarity`, or of their letters at least `char_similarity`
+    ("runs on" / "runs along"); the same words exactly for sentences of 1-3 words."""
     spans = sentences(text)
     norm = [[w.casefold() for w in _WORD.findall(s.text)] for s in spans]
     out = []
@@ -109,8 +110,12 @@ def duplicate_sentences(text: str, min_similarity: float = 0.85) -> list[tuple[i
             a, b = norm[i], norm[j]
             if not a or not b:
                 continue
-            short = min(len(a), len(b)) < 4
-            if (a == b) if short else Indel.normalized_similarity(a, b) >= min_similarity:
+            if min(len(a), len(b)) < 4:
+                same = a == b
+            else:
+                same = (Indel.normalized_similarity(a, b) >= word_similarity
+                        or Indel.normalized_similarity(" ".join(a), " ".join(b)) >= char_similarity)
+            if same:
                 out.append((spans[j].start, spans[j].end))
                 break
     return out

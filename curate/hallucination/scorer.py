@@ -87,7 +87,7 @@ class CaptionScorer:
         digest = hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest() + f"{image.size}{image.mode}"
         readings = self._readings.pop(digest, None) or [self.ocr.read(image)]
         verdicts = [judge_all(c["text"], readings) for c in row["text_claims"]]
-        if len(readings) == 1 and any(v.outcome != "found" for v in verdicts):
+        if self.cfg.ocr_tiles and len(readings) == 1 and any(v.outcome != "found" for v in verdicts):
             readings.append(self.ocr.read_tiles(image))
             verdicts = [judge_all(c["text"], readings) for c in row["text_claims"]]
         self._readings[digest] = readings
