@@ -67,6 +67,8 @@ def test_merged_and_multiline_readings():
     assert judge("Fresh Bread", [line("FreshBread")]).outcome == "found"   # OCR merged the words
     assert judge("Bread", [line("FreshBread")]).outcome == "found"        # at a case change
     assert judge("Brooklyn Bridge Library", [line("Brooklyn"), line("Bridge Library")]).outcome == "found"
+    assert judge("咖啡", [line("欢迎光临咖啡店")]).outcome == "found"   # no spaces between Chinese words
+    assert judge("茶馆", [line("欢迎光临咖啡店")]).outcome == "not_found"
     # the best of two passes decides: found in either is found
     assert judge_all("Harbour Hotel", [[line("Harbour")], [line("Harbour Hotel")]]).outcome == "found"
     assert judge_all("Harbour Hotel", [[], [line("Harbor Hotel")]]).outcome == "not_found"

@@ -8,7 +8,8 @@ outcomes a person can act on:
 - unsure: OCR read nothing, or the characters where claim and reading differ were read with
   low confidence (the difference may be OCR's own error).
 
-Word boundaries are respected: a claimed "story" is not found inside a read "history". OCR
+Word boundaries are respected: a claimed "story" is not found inside a read "history" (in
+scripts written without spaces, Chinese, Japanese, Thai, a claim may sit inside a reading). OCR
 merging two words is allowed for where a lower-case letter meets a capital ("FreshBread");
 claims spanning lines are compared with the lines joined in reading order.
 """
@@ -47,6 +48,7 @@ class _Word:
 
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _SPLIT = re.compile(r"[^\w]+|_")
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u0e00-\u0e7f]")
 
 
 def normalise(text: str) -> str:
@@ -64,9 +66,7 @@ def _words(lines: Sequence[OcrLine]) -> list[_Word]:
             for part in _SPLIT.split(_CAMEL.sub(" ", chunk)):
                 if not part:
                     continue
-                at = chunk.find(part, pos)
-                if at < 0:  # the camel-case split inserted a space: look past it
-                    at = pos
+                at = chunk.find(part, pos)   # parts are pieces of the chunk, in order
                 pos = at + len(part)
                 text, part_scores = "", []
                 for ch, s in zip(part, chunk_scores[at:at + len(part)]):
@@ -86,6 +86,10 @@ def judge(claim: str, lines: Sequence[OcrLine], sure: float = SURE) -> Verdict:
     words = _words(lines)
     if not words:
         return Verdict("unsure", 0.0, "", -1)
+    if _UNSPACED.search(key):   # Chinese, Japanese, Thai are written without spaces between words
+        inside = [w for w in words if key in w.text]
+        if inside:
+            return Verdict("found", min(inside[0].scores), inside[0].raw, 0)
     n_claim = len([w for w in _SPLIT.split(claim) if normalise(w)])
     best = None   # (similarity, -distance, i, j, text): the closest run of whole words
     for i in range(len(words)):
