@@ -179,6 +179,29 @@ def _evidence(d) -> dict:
             "language": d.language, "language_confidence": d.language_confidence, "other_languages": d.other_languages}
 
 
+def right_claims_bench(per_condition: int, seed: int) -> None:
+    """False flags on right claims only (cheaper per image: the first pass usually confirms them),
+    so that more images per condition fit: `python -m bench.halluc right N [SEED]`."""
+    cases = [c for c in text_cases(per_condition, seed) if c.condition != "no_text"]
+    scorer, reader = _scorer(), old.OcrReader()
+    ours: dict[str, list[str]] = defaultdict(list)
+    base: dict[str, list[bool]] = defaultdict(list)
+    for case in cases:
+        caption = case.claims["right"]
+        (row,) = scorer.score([case.image], [caption], [None])
+        outcomes = [c["outcome"] for c in row["text_claims"]]
+        ours[case.condition].append("not_found" if "not_found" in outcomes else "unsure" if "unsure" in outcomes else "found")
+        claims = old.text_claims(caption)
+        base[case.condition].append(not all(old.claims_found(claims, reader.read(case.image))))
+    print(f"\nRight claims only: {per_condition} images per condition, seed {seed}")
+    print(f"{'condition':<14}{'ours: false flags':>19}{'ours: unsure':>16}{'previous: false flags':>24}")
+    for condition in CONDITIONS:
+        o, b = ours[condition], base[condition]
+        print(f"{condition:<14}{_rate(o.count('not_found'), len(o)):>19}{_rate(o.count('unsure'), len(o)):>16}{_rate(sum(b), len(b)):>24}")
+    o, b = [x for v in ours.values() for x in v], [x for v in base.values() for x in v]
+    print(f"{'all':<14}{_rate(o.count('not_found'), len(o)):>19}{_rate(o.count('unsure'), len(o)):>16}{_rate(sum(b), len(b)):>24}")
+
+
 def main(per_condition: int = PER_CONDITION, seed: int = 0) -> None:
     extraction_bench()
     degeneration_bench(60, seed)
@@ -186,4 +209,7 @@ def main(per_condition: int = PER_CONDITION, seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else PER_CONDITION)
+    if sys.argv[1:2] == ["right"]:
+        right_claims_bench(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else PER_CONDITION)

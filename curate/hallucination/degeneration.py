@@ -265,7 +265,3 @@ def languages(text: str) -> tuple[str, float, list[str]]:
             if lang != main and p >= _PART_CONFIDENCE and lang not in others:
                 others.append(lang)
     return main, float(prob), others
-
-
-def detect_language(text: str) -> str:
-    return languages(text)[0]
