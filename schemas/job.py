@@ -294,8 +294,10 @@ class HallucinationWeights(Strict):
 
     weak_sentences: float = Field(0.25, ge=0, description="Share of sentences CLIP finds weaker than unrelated text.")
     ungrounded_phrases: float = Field(0.3, ge=0, description="Share of object noun phrases not grounded in the image.")
-    text_not_found: float = Field(0.2, ge=0, description="Share of claimed written text OCR does not find.")
-    degeneration: float = Field(0.15, ge=0, description="Loops, repeated n-grams, truncation, boilerplate, wrong language.")
+    text_not_found: float = Field(0.2, ge=0, description="Share of claimed written text OCR does not find or is unsure of, "
+                                  "times OCR's confidence in the differing characters (an unsure claim counts 0.3).")
+    degeneration: float = Field(0.15, ge=0, description="Loops, near-duplicate sentences, repeated n-grams, truncation, boilerplate, "
+                                "wrong or mixed language.")
     alt_disagreement: float = Field(0.1, ge=0, description="1 - agreement with the alt text (skipped without alt text).")
 
 
@@ -303,12 +305,15 @@ class HallucinationConfig(Strict):
     enabled: bool = Field(True, description="Score every training caption (needs filters.aesthetics' CLIP for the image signals).")
     ocr: bool = Field(True, description="Check text the caption claims is written in the image with OCR (rapidocr).")
     ocr_side: int = Field(1280, ge=256, description="Long side the image is decoded at for OCR.")
+    ocr_tiles: bool = Field(True, description="Read the image again on 2x2 overlapping tiles enlarged 2x when the first OCR pass "
+                            "does not confirm a claim (small text; about 4x the first pass's cost, only for those images).")
     alt_agreement: bool = Field(True, description="Compare the caption with the source alt text (all-MiniLM-L6-v2).")
     detector: DetectorConfig | None = Field(None, description="Optional open-vocabulary detector for noun phrases.")
     phrase_z: float = Field(0.0, description="A noun phrase is grounded when its CLIP score is this many standard deviations "
                             "above the image's scores for unrelated objects (the per-image calibration).")
     sentence_z: float = Field(0.0, description="A sentence is weak when its CLIP score is below the unrelated-text mean plus this many sd.")
-    language: str = Field("en", description="Expected caption language (ISO 639-1); others are flagged.")
+    language: str = Field("en", description="Expected caption language (ISO 639-1, identified by py3langid); a caption in "
+                          "another language, or with a part in another one, is flagged.")
     weights: HallucinationWeights = Field(default_factory=HallucinationWeights)
     action: Literal["flag", "drop", "fallback"] = Field("flag", description="flag: keep and mark; drop: reject above threshold "
                                                         "(reason hallucination); fallback: use fallback_captioner's text above threshold.")

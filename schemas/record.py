@@ -91,8 +91,14 @@ SENTENCE = pa.struct([("text", pa.string()), ("start", pa.int32()), ("end", pa.i
                       ("clip", pa.float32()), ("weak", pa.bool_())])
 PHRASE = pa.struct([("text", pa.string()), ("start", pa.int32()), ("end", pa.int32()),
                     ("clip", pa.float32()), ("grounded", pa.bool_())])
-TEXT_CLAIM = pa.struct([("text", pa.string()), ("start", pa.int32()), ("end", pa.int32()), ("found", pa.bool_())])
+# A claimed text checked by OCR: outcome found | not_found | unsure (null: not checked); `found`
+# is true, false, or null for unsure and unchecked; `confidence` is OCR's score of the
+# characters that decided it; `read` the OCR words it was compared with.
+TEXT_CLAIM = pa.struct([("text", pa.string()), ("start", pa.int32()), ("end", pa.int32()), ("found", pa.bool_()),
+                        ("outcome", pa.string()), ("confidence", pa.float32()), ("read", pa.string())])
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32())])
+# One signal of the combined score: how bad (value) and how sure the check is (confidence), 0..1.
+SIGNAL = pa.struct([("name", pa.string()), ("value", pa.float32()), ("confidence", pa.float32())])
 
 # report/hallucinations.parquet: the evidence behind each written caption's score.
 HALLUCINATION = pa.schema([
@@ -107,10 +113,14 @@ HALLUCINATION = pa.schema([
     ("repeated_ngrams", pa.float32()),  # share of word 3-grams that repeat an earlier one
     ("repeated_spans", pa.list_(SPAN)),
     ("loop", pa.bool_()),
+    ("duplicate_sentences", pa.list_(SPAN)),  # sentences that nearly repeat an earlier one
     ("truncated", pa.bool_()),
-    ("boilerplate", pa.string()),     # the boilerplate opener found ("" when none)
+    ("boilerplate", pa.string()),     # the boilerplate opener or chat closer found ("" when none)
     ("language", pa.string()),
+    ("language_confidence", pa.float32()),
+    ("other_languages", pa.list_(pa.string())),  # languages of parts written in another language
     ("alt_agreement", pa.float32()),  # cosine of caption and alt text embeddings (null without alt)
+    ("signals", pa.list_(SIGNAL)),    # what the score was made of
 ])
 
 # The same evidence inside the caption phase's rows.

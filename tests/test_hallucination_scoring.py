@@ -76,21 +76,24 @@ def evidence(**changes) -> dict:
 
 def test_combined_score_is_the_weighted_mean_of_the_measured_signals():
     w = HallucinationWeights()
-    assert combine(evidence(), w, "en") == (0.0, [])
+    assert combine(evidence(), w, "en")[:2] == (0.0, [])
     ev = evidence(sentences=[{"clip": 0.3, "weak": True}, {"clip": 0.1, "weak": False}],
                   phrases=[{"clip": 0.1, "grounded": False}, {"clip": 0.1, "grounded": False}])
-    score, flags = combine(ev, w, "en")   # (0.25 * 0.5 + 0.3 * 1 + 0.15 * 0) / (0.25 + 0.3 + 0.15)
-    assert score == pytest.approx(0.425 / 0.7, abs=1e-4) and flags == ["weak_sentences", "ungrounded_phrases"]
-    # a missing alt text is left out, a disagreeing one counts
-    assert combine(evidence(alt_agreement=0.0), w, "en")[0] == pytest.approx(0.1 / 0.8, abs=1e-4)
+    score, flags, signals = combine(ev, w, "en")   # CLIP shares over n items count n/(n+1)
+    assert score == pytest.approx((0.25 * 0.5 * 2 / 3 + 0.3 * 1 * 2 / 3) / 0.7, abs=1e-4)
+    assert flags == ["weak_sentences", "ungrounded_phrases"]
+    assert signals[:2] == [{"name": "weak_sentences", "value": 0.5, "confidence": 0.6667},
+                           {"name": "ungrounded_phrases", "value": 1.0, "confidence": 0.6667}]
+    # a missing alt text is left out, a disagreeing one counts at half confidence
+    assert combine(evidence(alt_agreement=0.0), w, "en")[0] == pytest.approx(0.1 * 0.5 / 0.8, abs=1e-4)
     assert "alt_disagreement" in combine(evidence(alt_agreement=0.05), w, "en")[1]
-    # claims checked by OCR: one of two not found
-    claims = [{"text": "OPEN", "found": True}, {"text": "SALE", "found": False}]
-    assert combine(evidence(text_claims=claims), w, "en") == (pytest.approx(0.2 * 0.5 / 0.9, abs=1e-4), ["text_not_found"])
+    # claims checked by OCR: one of two not found, read with confidence 0.99
+    claims = [{"text": "OPEN", "outcome": "found", "confidence": 0.99}, {"text": "SALE", "outcome": "not_found", "confidence": 0.99}]
+    assert combine(evidence(text_claims=claims), w, "en")[:2] == (pytest.approx(0.2 * 0.5 * 0.99 / 0.9, abs=1e-4), ["text_not_found"])
     # degeneration: a loop or the wrong language is the worst, truncation half of it
     assert combine(evidence(loop=True), w, "en")[0] == pytest.approx(0.15 / 0.7, abs=1e-4)
     assert combine(evidence(language="de"), w, "en")[1] == ["language"]
-    assert combine(evidence(truncated=True, boilerplate="The image shows"), w, "en") == (
+    assert combine(evidence(truncated=True, boilerplate="The image shows"), w, "en")[:2] == (
         pytest.approx(0.15 * 0.5 / 0.7, abs=1e-4), ["truncated", "boilerplate"])
     only_text = HallucinationWeights(weak_sentences=0, ungrounded_phrases=0, text_not_found=0, alt_disagreement=0)
     assert combine(evidence(loop=True, sentences=[{"clip": 0, "weak": True}]), only_text, "en")[0] == 1.0

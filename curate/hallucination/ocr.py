@@ -1,108 +1,37 @@
-"""Text a caption claims is written in the image, checked against what OCR reads there.
+"""What text an image holds, read by RapidOCR (PP-OCR models shipped inside the `rapidocr` wheel,
+run by onnxruntime), with a confidence per character.
 
-VLMs readily invent shop names and sign text; OCR finds real text reliably enough that a
-claimed word absent from everything OCR read is good evidence of a hallucination.
-OCR is RapidOCR (PP-OCR models shipped inside the `rapidocr` wheel, run by onnxruntime).
+Two passes. The first reads the whole image (long side capped at `max_side`: OCR cost grows with
+pixels). The second, run only when the caller is not satisfied with the first (a claim it did
+not confirm), reads overlapping tiles enlarged `tile_zoom` times: text of 10-25 px that the
+detector misses on the whole image is found on a tile, at about 4 times the first pass's cost.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 import threading
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image
 
-from curate.hallucination.phrases import (
-    CONJUNCTIONS,
-    COPULAS,
-    DETERMINERS,
-    PREPOSITIONS,
-    PRONOUNS,
-    VERBS,
-    Span,
-    quoted,
-)
 
-# Unquoted claims: a trigger word, then the claimed text. Unquoted text must look like a sign
-# (Capitalised or ALL CAPS words, digits), except right after "the word", where any one word
-# counts ("the word hello").
-_TRIGGER = (r"(?:\bthe\s+words?|\breads|\breading|\bsays|\bsaying|\bspells(?:\s+out)?|"
-            r"\bspelling(?:\s+out)?|\btext|\blabell?ed|\blogo(?:\s+(?:of|for))?)")
-_SIGN_WORD = r"[A-Z0-9](?:[\w&%'’-]|\.(?=\w))*"
-_CONNECTOR = r"(?:of|the|and|de|la|du|&)"  # lowercase words inside a name: "Soup of the Day"
-_UNQUOTED = re.compile(
-    rf"{_TRIGGER}\s*[:,]?\s+"
-    rf"(?P<claim>{_SIGN_WORD}(?:[ \t]+(?:{_CONNECTOR}[ \t]+){{0,2}}{_SIGN_WORD}){{0,5}})"
-)
-_FUNCTION_WORDS = DETERMINERS | PREPOSITIONS | CONJUNCTIONS | COPULAS | PRONOUNS | VERBS
-_THE_WORD = re.compile(r"\bthe\s+word\s+(?P<claim>\w[\w'’-]*)", re.IGNORECASE)
-
-
-def text_claims(caption: str) -> list[Span]:
-    """Text the caption says is written in the image: quoted strings, and unquoted text after
-    "the word(s)", "reads", "says", "text", "sign saying", "labelled", "logo" ..."""
-    caption = caption or ""
-    claims = list(quoted(caption))
-    taken = [(c.start, c.end) for c in claims]
-
-    def add(start: int, end: int) -> None:
-        text = caption[start:end].rstrip(".,;:!?'’")
-        end = start + len(text)
-        if text and not any(s < end and start < e for s, e in taken):
-            claims.append(Span(text, start, end))
-            taken.append((start, end))
-
-    for m in _UNQUOTED.finditer(caption):
-        add(m.start("claim"), m.end("claim"))
-    for m in _THE_WORD.finditer(caption):
-        if m.group("claim").lower() not in _FUNCTION_WORDS:  # "the word on the sign is ..."
-            add(m.start("claim"), m.end("claim"))
-    return sorted(claims, key=lambda c: c.start)
-
-
-def _norm_words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s]|_", " ", text.casefold()).split()
-
-
-def claims_found(claims: Sequence[Span | str], ocr_lines: Sequence[str],
-                 min_ratio: float = 0.8) -> list[bool]:
-    """For each claim, whether OCR read it (both sides casefolded, punctuation dropped): the
-    whole claim is a substring of the OCR text with spaces ignored (OCR merges and splits
-    words), or every claimed word is an OCR word, a substring of the OCR text, or within a
-    difflib ratio of `min_ratio` of an OCR word (OCR misreads letters). Substrings count from 4
-    characters (any length in non-Latin scripts), so that a short wrong word is not "found"
-    inside a longer real one."""
-    ocr_words = [w for line in ocr_lines for w in _norm_words(line)]
-    joined = "".join(ocr_words)
-    vocabulary = set(ocr_words)
-    found = []
-    for claim in claims:
-        words = _norm_words(claim.text if isinstance(claim, Span) else claim)
-        key = "".join(words)
-        if not words:
-            found.append(True)  # nothing legible is claimed
-        elif (len(key) >= 4 or not key.isascii()) and key in joined:
-            found.append(True)
-        else:
-            found.append(all(_word_found(w, vocabulary, joined, min_ratio) for w in words))
-    return found
-
-
-def _word_found(word: str, vocabulary: set[str], joined: str, min_ratio: float) -> bool:
-    if word in vocabulary or ((len(word) >= 4 or not word.isascii()) and word in joined):
-        return True
-    return any(difflib.SequenceMatcher(None, word, o).ratio() >= min_ratio for o in vocabulary)
+@dataclass(frozen=True)
+class OcrLine:
+    text: str
+    score: float                      # RapidOCR's score of the line
+    char_scores: tuple[float, ...]    # one per non-space character of `text`, in order
 
 
 class OcrReader:
-    """RapidOCR, loaded on first use (one per worker process). `read` is thread-safe."""
+    """RapidOCR, loaded on first use (one per worker process). Reads are thread-safe."""
 
-    def __init__(self, max_side: int = 1280, min_score: float = 0.5, threads: int = -1):
+    def __init__(self, max_side: int = 1280, min_score: float = 0.5, threads: int = -1,
+                 tile_grid: int = 2, tile_zoom: float = 2.0):
         self.max_side = max_side
         self.min_score = min_score
         self.threads = threads  # onnxruntime intra-op threads; -1: all cores
+        self.tile_grid = tile_grid
+        self.tile_zoom = tile_zoom
         self._engine = None
         self._lock = threading.Lock()
 
@@ -113,25 +42,70 @@ class OcrReader:
             self._engine = RapidOCR(params={
                 "Global.log_level": "error",
                 "Global.text_score": self.min_score,
+                "Global.return_word_box": True,
+                "Global.return_single_char_box": True,   # per-character scores
                 "EngineConfig.onnxruntime.intra_op_num_threads": self.threads,
             })
         return self._engine
 
-    def read(self, image: Image.Image) -> list[str]:
-        """Recognised text lines in reading order; [] when the image has no text."""
+    def read(self, image: Image.Image) -> list[OcrLine]:
+        """First pass: the whole image. Lines in reading order; [] when it has no text."""
         image = _rgb(image)
-        if max(image.size) > self.max_side:  # 4K inputs: OCR cost grows with pixels
-            scale = self.max_side / max(image.size)
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if max(image.size) > self.max_side:
+            image = _scaled(image, self.max_side / max(image.size))
+        return self._run(image)
+
+    def read_tiles(self, image: Image.Image) -> list[OcrLine]:
+        """Second pass: a `tile_grid` x `tile_grid` grid of tiles overlapping by a quarter of a
+        tile, each enlarged `tile_zoom` times (a tile's long side stays within `max_side`).
+        A line read on two tiles is kept once (its better reading)."""
+        image = _rgb(image)
+        if max(image.size) > self.max_side:
+            image = _scaled(image, self.max_side / max(image.size))
+        w, h = image.size
+        n = self.tile_grid
+        tw, th = round(w / (n - 0.25 * (n - 1))), round(h / (n - 0.25 * (n - 1)))
+        best: dict[str, OcrLine] = {}
+        for row in range(n):
+            for col in range(n):
+                x, y = round(col * 0.75 * tw), round(row * 0.75 * th)
+                tile = image.crop((x, y, min(w, x + tw), min(h, y + th)))
+                zoom = min(self.tile_zoom, self.max_side / max(tile.size))
+                for line in self._run(_scaled(tile, zoom) if zoom > 1 else tile):
+                    key = "".join(line.text.casefold().split())
+                    if key not in best or line.score > best[key].score:
+                        best[key] = line
+        return list(best.values())
+
+    def _run(self, image: Image.Image) -> list[OcrLine]:
         if min(image.size) < 8:  # too small to hold legible text
             return []
         with self._lock:
             result = self._load()(image)
         if not result.txts:
             return []
-        return [t.strip() for t, s in zip(result.txts, result.scores)
-                if t.strip() and s >= self.min_score]
+        words = result.word_results if len(result.word_results) == len(result.txts) else [None] * len(result.txts)
+        lines = []
+        for text, score, chars in zip(result.txts, result.scores, words):
+            if text.strip() and score >= self.min_score:
+                lines.append(OcrLine(text.strip(), float(score), _char_scores(text.strip(), float(score), chars)))
+        return lines
+
+
+def _char_scores(text: str, score: float, chars) -> tuple[float, ...]:
+    """Per non-space character scores from RapidOCR's single-character results; the line score
+    for each character when they do not line up with the text."""
+    visible = [c for c in text if not c.isspace()]
+    got = [(str(c), float(s)) for c, s, *_ in (chars or ())]
+    if "".join(c for c, _ in got).replace(" ", "") == "".join(visible):
+        return tuple(s for c, s in got for _ in c.replace(" ", ""))
+    return (score,) * len(visible)
+
+
+def _scaled(image: Image.Image, factor: float) -> Image.Image:
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    resample = Image.Resampling.LANCZOS if factor < 1 else Image.Resampling.BICUBIC
+    return image.resize(size, resample, reducing_gap=3.0 if factor < 1 else None)
 
 
 def _rgb(image: Image.Image) -> Image.Image:
@@ -141,14 +115,3 @@ def _rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def check_text(caption: str, image: Image.Image, reader: OcrReader,
-               always_read: bool = False) -> tuple[list[Span], list[bool], str]:
-    """(claims, found per claim, OCR text as lines joined by newlines). OCR runs only when the
-    caption claims some text, unless `always_read`: it is the expensive part."""
-    claims = text_claims(caption)
-    if not claims and not always_read:
-        return [], [], ""
-    lines = reader.read(image)
-    return claims, claims_found(claims, lines), "\n".join(lines)

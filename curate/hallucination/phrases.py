@@ -9,10 +9,9 @@ so what remains is what an image-text model can be asked to find in the picture.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-
-from captioners.postprocess import split_sentences
 
 
 @dataclass(frozen=True)
@@ -22,14 +21,30 @@ class Span:
     end: int
 
 
+@functools.cache
+def _segmenter():
+    import pysbd
+
+    return pysbd.Segmenter(language="en", clean=False)
+
+
 def sentences(text: str) -> list[Span]:
-    """The caption's sentences, split exactly as `captioners.postprocess.split_sentences` does."""
-    text, spans, pos = text or "", [], 0
-    for s in split_sentences(text):
-        start = text.find(s, pos)  # split_sentences only strips, so each piece is verbatim
-        spans.append(Span(s, start, start + len(s)))
-        pos = start + len(s)
-    return spans
+    """The caption's sentences, split by pysbd (rule-based, knows abbreviations such as "Dr.",
+    "St." or "p.m." and numbered items), as exact spans of the text."""
+    return list(_sentences(text or ""))
+
+
+@functools.lru_cache(maxsize=64)   # the checks of one caption ask for its sentences several times
+def _sentences(text: str) -> tuple[Span, ...]:
+    spans, pos = [], 0
+    for segment in _segmenter().segment(text) if text.strip() else []:
+        piece = segment.strip()
+        start = text.find(piece, pos)
+        if not piece or start < 0:
+            continue
+        spans.append(Span(piece, start, start + len(piece)))
+        pos = start + len(piece)
+    return tuple(spans)
 
 
 # Quoted text: "..", “..”, «..», 「..」, and single quotes that are not apostrophes
@@ -39,7 +54,7 @@ _QUOTED = re.compile(
     r"|“(?P<b>[^”\n]{1,200})”"
     r"|«(?P<c>[^»\n]{1,200})»"
     r"|「(?P<d>[^」\n]{1,200})」"
-    r"|(?<!\w)'(?P<e>[^'\n]{1,120}?)'(?!\w)"
+    r"|(?<!\w)'(?P<e>(?:[^'\n]|(?<=\w)'(?=\w)){1,120}?)'(?!\w)"
     r"|(?<!\w)‘(?P<f>[^‘\n]{1,120}?)’(?!\w)"
 )
 

@@ -5,13 +5,19 @@ an optional open-vocabulary detector; each is skipped when the job turns it off.
 
 from __future__ import annotations
 
+import hashlib
+
 from PIL import Image
 
+from curate.hallucination.claims import text_claims
 from curate.hallucination.combine import combine
 from curate.hallucination.degeneration import degeneration
-from curate.hallucination.ocr import OcrReader, claims_found, text_claims
+from curate.hallucination.ocr import OcrReader
 from curate.hallucination.phrases import noun_phrases, sentences
+from curate.hallucination.textmatch import judge_all
 from schemas.job import Job
+
+READINGS_KEPT = 256   # images whose OCR readings the scorer remembers
 
 
 class CaptionScorer:
@@ -26,6 +32,7 @@ class CaptionScorer:
         self.ocr = None
         if cfg.ocr:
             self.ocr = OcrReader(max_side=cfg.ocr_side)
+        self._readings: dict[str, list] = {}   # image digest -> OCR passes, oldest first
         self.alt = None
         if cfg.alt_agreement:
             from curate.hallucination.alttext import AltTextAgreement
@@ -52,14 +59,11 @@ class CaptionScorer:
         if self.ocr is not None:
             for row, image in zip(rows, images):
                 if row["text_claims"]:
-                    lines = self.ocr.read(image)
-                    row["ocr_text"] = "\n".join(lines)
-                    for claim, found in zip(row["text_claims"], claims_found([c["text"] for c in row["text_claims"]], lines)):
-                        claim["found"] = found
+                    self._check_claims(row, image)
         agreement = self.alt.score(captions, alts) if self.alt is not None else [None] * len(captions)
         for row, a in zip(rows, agreement):
             row["alt_agreement"] = a
-            row["score"], row["flags"] = combine(row, self.cfg.weights, self.cfg.language)
+            row["score"], row["flags"], row["signals"] = combine(row, self.cfg.weights, self.cfg.language)
         return rows
 
     def _text_evidence(self, caption: str) -> dict:
@@ -67,11 +71,32 @@ class CaptionScorer:
         return {
             "sentences": [{"text": s.text, "start": s.start, "end": s.end, "clip": None, "weak": None} for s in sentences(caption)],
             "phrases": [{"text": p.text, "start": p.start, "end": p.end, "clip": None, "grounded": None} for p in noun_phrases(caption)],
-            "text_claims": [{"text": c.text, "start": c.start, "end": c.end, "found": None} for c in text_claims(caption)],
+            "text_claims": [{"text": c.text, "start": c.start, "end": c.end, "found": None, "outcome": None, "confidence": None, "read": None}
+                            for c in text_claims(caption)],
             "ocr_text": None, "repeated_ngrams": d.repeated_ngrams,
             "repeated_spans": [{"start": a, "end": b} for a, b in d.repeated_spans],
-            "loop": d.loop, "truncated": d.truncated, "boilerplate": d.boilerplate, "language": d.language,
+            "loop": d.loop, "duplicate_sentences": [{"start": a, "end": b} for a, b in d.duplicate_sentences],
+            "truncated": d.truncated, "boilerplate": d.boilerplate, "language": d.language,
+            "language_confidence": d.language_confidence, "other_languages": d.other_languages,
         }
+
+    def _check_claims(self, row: dict, image: Image.Image) -> None:
+        """Each claim against the image's first OCR pass, and against the tile pass too when
+        the first did not find every claim. Readings are kept per image (by pixel digest), so an
+        image scored again (the fallback captioner's text) or shared by captions is read once."""
+        digest = hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest() + f"{image.size}{image.mode}"
+        readings = self._readings.pop(digest, None) or [self.ocr.read(image)]
+        verdicts = [judge_all(c["text"], readings) for c in row["text_claims"]]
+        if self.cfg.ocr_tiles and len(readings) == 1 and any(v.outcome != "found" for v in verdicts):
+            readings.append(self.ocr.read_tiles(image))
+            verdicts = [judge_all(c["text"], readings) for c in row["text_claims"]]
+        self._readings[digest] = readings
+        while len(self._readings) > READINGS_KEPT:
+            self._readings.pop(next(iter(self._readings)))
+        row["ocr_text"] = "\n".join(dict.fromkeys(line.text for reading in readings for line in reading))
+        for claim, v in zip(row["text_claims"], verdicts):
+            claim.update(outcome=v.outcome, confidence=v.confidence, read=v.read,
+                         found={"found": True, "not_found": False}.get(v.outcome))
 
     def _clip_evidence(self, row: dict, image_emb) -> None:
         sent_scores, weak, phrase_scores, grounded = self.clip.judge(

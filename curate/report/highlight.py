@@ -23,7 +23,8 @@ HIGHLIGHTS = {  # css class -> legend text
     "h-weak": "weak sentence (low CLIP agreement with the image)",
     "h-ungrounded": "ungrounded phrase (not found in the image)",
     "h-claim": "text claim not found by OCR",
-    "h-repeat": "repeated span",
+    "h-unsure": "text claim OCR could not confirm (unsure: read nothing, or read it with low confidence)",
+    "h-repeat": "repeated span or near-duplicate sentence",
 }
 
 
@@ -51,13 +52,28 @@ def caption_spans(evidence: dict | None) -> list[Span]:
     ocr = (evidence.get("ocr_text") or "").strip()
     ocr_note = f"OCR read \u201c{ocr[:120]}\u201d" if ocr else "OCR read nothing"
     for t in evidence.get("text_claims") or []:
-        if t and t.get("found") is False:
-            spans.append(Span(t.get("start"), t.get("end"), "h-claim",
-                              f"text claim \u201c{t.get('text') or ''}\u201d not found ({ocr_note})", t.get("text")))
+        if t:
+            spans += _claim_span(t, ocr_note)
     for r in evidence.get("repeated_spans") or []:
         if r:
             spans.append(Span(r.get("start"), r.get("end"), "h-repeat", "repeated span"))
+    for r in evidence.get("duplicate_sentences") or []:
+        if r:
+            spans.append(Span(r.get("start"), r.get("end"), "h-repeat", "near-duplicate of an earlier sentence"))
     return spans
+
+
+def _claim_span(claim: dict, ocr_note: str) -> list[Span]:
+    """A claim OCR did not find (confidently) or could not confirm (unsure), with what OCR read
+    nearest to it and how sure it was; evidence from before outcomes existed has only `found`."""
+    outcome = claim.get("outcome") or ("not_found" if claim.get("found") is False else None)
+    if outcome not in ("not_found", "unsure"):
+        return []
+    text, read, conf = claim.get("text") or "", claim.get("read"), claim.get("confidence")
+    nearest = f"nearest OCR reading \u201c{read}\u201d (confidence {fmt_score(conf, 2)})" if read else ocr_note
+    if outcome == "not_found":
+        return [Span(claim.get("start"), claim.get("end"), "h-claim", f"text claim \u201c{text}\u201d not found: {nearest}", text)]
+    return [Span(claim.get("start"), claim.get("end"), "h-unsure", f"text claim \u201c{text}\u201d unsure: {nearest}", text)]
 
 
 def align_spans(caption: str | None, spans: Iterable[Span]) -> tuple[list[Span], int]:

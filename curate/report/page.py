@@ -390,6 +390,14 @@ class Row:
         return f'<img class="{cls}" src="{self.thumb.uri}" alt="{_esc(key)}" title="{_esc(title)}">'
 
 
+def _signals_note(signals: list[dict]) -> str:
+    """Each signal of the score as value x confidence: how bad, and how sure the check is."""
+    parts = [f'<span class="signal" title="value (how bad) \u00d7 confidence (how sure the check is)">'
+             f'{_esc(s.get("name"))} {fmt_score(s.get("value"), 2)} \u00d7 {fmt_score(s.get("confidence"), 2)}</span>'
+             for s in signals if s and s.get("value")]
+    return "signals: " + (", ".join(parts) if parts else "none above 0")
+
+
 def _worst_section(groups: list[tuple[str, int, list[int]]], n_groups: int, rows: dict[int, Row], what: str,
                    anchor: str) -> str:
     if not groups:
@@ -404,9 +412,11 @@ def _worst_section(groups: list[tuple[str, int, list[int]]], n_groups: int, rows
             ocr = (r.evidence or {}).get("ocr_text")
             extra = []
             if (r.evidence or {}).get("boilerplate"):
-                extra.append(f'boilerplate opener \u201c{_esc(r.evidence["boilerplate"])}\u201d')
+                extra.append(f'boilerplate \u201c{_esc(r.evidence["boilerplate"])}\u201d')
             if ocr:
                 extra.append(f"OCR: \u201c{_esc(ocr[:200])}\u201d")
+            if (r.evidence or {}).get("signals"):
+                extra.append(_signals_note(r.evidence["signals"]))
             cards.append(
                 f'<div class="worst" data-key="{_esc(d.get("key"))}">{r.img()}<div class="body">'
                 f'<div class="meta"><code>{_esc(d.get("key"))}</code> · score {_score_cell(r.score)} · '
@@ -577,6 +587,7 @@ mark{background:none;color:inherit;padding:0 1px;border-radius:2px}
 mark.h-weak{background-color:#ffe58a}
 mark.h-ungrounded{text-decoration:underline wavy #d0312d;text-decoration-thickness:1.5px;text-underline-offset:3px}
 mark.h-claim{outline:2px dashed #8a4fff;outline-offset:-1px}
+mark.h-unsure{outline:2px dotted #9ca3af;outline-offset:-1px}
 mark.h-repeat{box-shadow:inset 0 -.45em 0 rgba(37,140,255,.35)}
 .legend-item{margin-right:1.2em;white-space:nowrap}
 .group{margin-bottom:1em}.group h4{margin:.6em 0 .3em}
