@@ -121,18 +121,27 @@ def near_pairs(h: Hashes, k: int, kd: int, m1: int | None = None, m2: int | None
     idx = np.tile(np.arange(n, dtype=np.int64), len(views_p))
     flipped = np.repeat(np.arange(len(views_p), dtype=np.int8), n)
     all_p, all_d = np.concatenate(views_p), np.concatenate(views_d)
-    found, stats = [], {"m1": m1, "m2": m2, "tables": m1 * m2, "candidates": 0, "phash_ok": 0, "dhash_ok": 0}
+    stats = {"m1": m1, "m2": m2, "tables": m1 * m2}
+    found = [keyed_pairs(key, idx, flipped, all_p, all_d, k, kd, stats, window, chunk)
+             for key in band_keys(all_p, all_d, m1, m2)]
+    return merge_pairs([f for part in found for f in part], n, stats)
+
+
+def band_keys(p: np.ndarray, d: np.ndarray, m1: int, m2: int):
+    """One key array per table: a pHash band and a dHash band side by side."""
     for sp, wp in band_layout(m1):
-        kp = _band(all_p, sp, wp)
+        kp = _band(p, sp, wp) << np.uint64(-(-64 // m2))  # the widest dHash band
         for sd, wd in band_layout(m2):
-            key = (kp << np.uint64(wd)) | _band(all_d, sd, wd)
-            # ties broken by pHash, so a long run's sliding window compares near pHashes
-            order = _sort_by_key_then_p(key, all_p)
-            a, b = _within_runs(key[order], window)
-            for start in range(0, len(a), chunk):
-                found.append(_verify(order[a[start:start + chunk]], order[b[start:start + chunk]],
-                                     idx, flipped, all_p, all_d, k, kd, stats))
-    return _unique_pairs(found, n, stats)
+            yield kp | _band(d, sd, wd)
+
+
+def keyed_pairs(key, idx, flipped, p, d, k, kd, stats, window=256, chunk=1 << 22) -> list[tuple]:
+    """Confirmed pairs among records sharing a key (records: picture index, whether its
+    hashes are the mirrored ones, pHash, dHash)."""
+    order = _sort_by_key_then_p(key, p)  # ties by pHash: a long run's window compares near pHashes
+    a, b = _within_runs(key[order], window)
+    return [_verify(order[a[s:s + chunk]], order[b[s:s + chunk]], idx, flipped, p, d, k, kd, stats)
+            for s in range(0, len(a), chunk)]
 
 
 def _sort_by_key_then_p(key: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -157,15 +166,14 @@ def _verify(ra, rb, idx, flipped, all_p, all_d, k, kd, stats) -> tuple:
     pd = np.bitwise_count(all_p[ra] ^ all_p[rb]).astype(np.int16)
     dd = np.bitwise_count(all_d[ra] ^ all_d[rb]).astype(np.int16)
     p_ok, d_ok = pd <= k, dd <= kd
-    stats["candidates"] += len(ra)
-    stats["phash_ok"] += int(p_ok.sum())
-    stats["dhash_ok"] += int(d_ok.sum())
+    for name, count in (("candidates", len(ra)), ("phash_ok", int(p_ok.sum())), ("dhash_ok", int(d_ok.sum()))):
+        stats[name] = stats.get(name, 0) + count
     ok = p_ok & d_ok
     mirrored = (flipped[ra] != flipped[rb])[ok]
     return np.minimum(ia, ib)[ok], np.maximum(ia, ib)[ok], pd[ok], dd[ok], mirrored
 
 
-def _unique_pairs(found: list[tuple], n: int, stats: dict) -> Pairs:
+def merge_pairs(found: list[tuple], n: int, stats: dict) -> Pairs:
     """One row per pair (found in several tables, or as shown and mirrored): the closer match."""
     if not found:
         e = np.empty(0, np.int64)

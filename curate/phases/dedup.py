@@ -6,7 +6,6 @@ Ray Data shuffle (band buckets grouped across the cluster), by `dedup.engine`.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from curate.phases.ingest import STAGED
 from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from filters.dedup import deduplicate
-from filters.mih import Hashes, Pairs, _unique_pairs, band_layout, near_pairs, plan
+from filters.mih import Hashes, Pairs, band_keys, keyed_pairs, merge_pairs, near_pairs, plan
 from schemas.job import Job
 from schemas.record import INGESTED
 
@@ -56,53 +55,56 @@ def dedup_hashes(table: pa.Table) -> Hashes:
                   col("phash_mirror", "phash"), col("dhash_mirror", "dhash"))
 
 
-def emit_band_records(batch: dict, m1: int, m2: int) -> dict:
-    """Per hash view (as shown, mirrored) and band table: one record keyed by (table, pHash
-    band, dHash band). Grouping by key brings every candidate pair of `near_pairs` together."""
-    h = Hashes(batch["p"], batch["d"], batch["pm"], batch["dm"])
-    out = {"table": [], "key": [], "idx": [], "flipped": [], "p": [], "d": []}
-    for flipped, (p, d) in enumerate([(h.p, h.d), (h.pm, h.dm)]):
-        for t, ((sp, wp), (sd, wd)) in enumerate(itertools.product(band_layout(m1), band_layout(m2))):
-            key = (((p >> np.uint64(sp)) & np.uint64((1 << wp) - 1)) << np.uint64(wd)) | ((d >> np.uint64(sd)) & np.uint64((1 << wd) - 1))
-            out["table"].append(np.full(len(p), t, np.int16))
-            out["key"].append(key)
-            out["idx"].append(batch["idx"])
-            out["flipped"].append(np.full(len(p), flipped, np.int8))
-            out["p"].append(p)
-            out["d"].append(d)
+def emit_band_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
+    """Per picture, view (as shown, mirrored) and band table: one record keyed by (table, pHash
+    band, dHash band), and the partition of that key. Partitions hold whole keys."""
+    n = len(batch["idx"])
+    p, d = np.concatenate([batch["p"], batch["pm"]]), np.concatenate([batch["d"], batch["dm"]])
+    out = {"part": [], "table": [], "key": [], "idx": [], "flipped": [], "p": [], "d": []}
+    for t, key in enumerate(band_keys(p.astype(np.uint64), d.astype(np.uint64), m1, m2)):
+        out["part"].append(((key * np.uint64(0x9E3779B97F4A7C15) + np.uint64(t)) >> np.uint64(40)) % np.uint64(parts))
+        out["table"].append(np.full(2 * n, t, np.int32))
+        out["key"].append(key)
+        out["idx"].append(np.tile(batch["idx"], 2))
+        out["flipped"].append(np.repeat(np.array([0, 1], np.int8), n))
+        out["p"].append(p)
+        out["d"].append(d)
     return {name: np.concatenate(v) for name, v in out.items()}
 
 
-def verify_group(group: dict, k: int, kd: int) -> dict:
-    """Every pair of one key's records, confirmed on both hashes (as `near_pairs` does)."""
-    a, b = np.triu_indices(len(group["idx"]), 1)
-    idx, flipped = group["idx"], group["flipped"]
+def verify_partition(group: dict, k: int, kd: int) -> dict:
+    """The confirmed pairs of one partition's keys, found as `near_pairs` finds them."""
     p, d = group["p"].astype(np.uint64), group["d"].astype(np.uint64)
-    pd, dd = np.bitwise_count(p[a] ^ p[b]), np.bitwise_count(d[a] ^ d[b])
-    ok = (idx[a] != idx[b]) & ~((flipped[a] == 1) & (flipped[b] == 1)) & (pd <= k) & (dd <= kd)
-    i, j = idx[a][ok], idx[b][ok]
-    return {"i": np.minimum(i, j), "j": np.maximum(i, j), "pdist": pd[ok].astype(np.int16),
-            "ddist": dd[ok].astype(np.int16), "mirrored": flipped[a][ok] != flipped[b][ok]}
+    key = group["key"].astype(np.uint64)
+    pairs = []
+    for t in np.unique(group["table"]):
+        rows = np.flatnonzero(group["table"] == t)
+        pairs += keyed_pairs(key[rows], group["idx"][rows], group["flipped"][rows], p[rows], d[rows], k, kd, {})
+    i, j, pd, dd, mirrored = (np.concatenate(c) for c in zip(*pairs)) if pairs else [np.empty(0)] * 5
+    return {"i": i.astype(np.int64), "j": j.astype(np.int64), "pdist": pd.astype(np.int16),
+            "ddist": dd.astype(np.int16), "mirrored": mirrored.astype(bool)}
 
 
 def ray_near_pairs(h: Hashes, k: int, kd: int, blocks: int | None = None) -> Pairs:
-    """The pairs of `near_pairs`, with the band tables grouped by a Ray Data shuffle across the
-    cluster (each key's records meet on one node) instead of sorted in the driver."""
+    """The pairs of `near_pairs`, with the band tables spread over the cluster by a Ray Data
+    shuffle: records are hash-partitioned by key, and each partition is sorted and verified
+    where it lands, so no node holds more than its share of the n * tables records."""
     import ray.data
 
     n = len(h)
     m1, m2 = plan(n, k, kd)
     stats = {"m1": m1, "m2": m2, "tables": m1 * m2}
     if n < 2:
-        return _unique_pairs([], n, stats)
+        return merge_pairs([], n, stats)
+    blocks = blocks or max(1, min(64, n // 50_000 + 1))
     ds = ray.data.from_arrow(pa.table({"idx": np.arange(n, dtype=np.int64), "p": h.p, "d": h.d, "pm": h.pm, "dm": h.dm}))
-    pairs = (ds.repartition(blocks or max(1, min(64, n // 50_000 + 1)))
-             .map_batches(emit_band_records, fn_kwargs={"m1": m1, "m2": m2}, batch_format="numpy")
-             .groupby(["table", "key"])
-             .map_groups(verify_group, fn_kwargs={"k": k, "kd": kd}, batch_format="numpy"))
+    pairs = (ds.repartition(blocks)
+             .map_batches(emit_band_records, fn_kwargs={"m1": m1, "m2": m2, "parts": 4 * blocks}, batch_format="numpy")
+             .groupby("part")
+             .map_groups(verify_partition, fn_kwargs={"k": k, "kd": kd}, batch_format="numpy"))
     got = [tuple(b[c] for c in ("i", "j", "pdist", "ddist", "mirrored"))
            for b in pairs.iter_batches(batch_format="numpy", batch_size=None) if len(b["i"])]
-    return _unique_pairs(got, n, stats)
+    return merge_pairs(got, n, stats)
 
 
 def run_dedup(job: Job, run: RunDir) -> dict:
