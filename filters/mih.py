@@ -146,7 +146,7 @@ def keyed_pairs(key, idx, flipped, p, d, k, kd, stats, window=256, chunk=1 << 22
 
 def _sort_by_key_then_p(key: np.ndarray, p: np.ndarray) -> np.ndarray:
     """argsort by key; only within runs longer than one is the (slower) pHash tie-break paid."""
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     ks = key[order]
     dup = np.zeros(len(ks), bool)
     same = ks[1:] == ks[:-1]
@@ -179,9 +179,9 @@ def merge_pairs(found: list[tuple], n: int, stats: dict) -> Pairs:
         e = np.empty(0, np.int64)
         return Pairs(e, e, e.astype(np.int16), e.astype(np.int16), e.astype(bool), stats)
     i, j, pd, dd, mirrored = (np.concatenate(c) for c in zip(*found))
-    pair = i * n + j
-    order = np.lexsort((dd, pd, pair))
-    first = order[np.concatenate(([True], pair[order][1:] != pair[order][:-1]))] if len(order) else order
+    order = np.argsort((i * n + j) * 64 + pd)  # by pair, the closer match first (n up to ~3e8)
+    pair = (i * n + j)[order]
+    first = order[np.concatenate(([True], pair[1:] != pair[:-1]))]
     stats["pairs"] = len(first)
     return Pairs(i[first], j[first], pd[first], dd[first], mirrored[first], stats)
 
