@@ -169,7 +169,7 @@ def scale() -> None:
             if kind == "tiles" and n > max(TILE_SIZES):
                 continue
             code = f"import json, bench.dedup as b; print(json.dumps(b.run_one({kind!r}, {n}, {kind == 'uniform' and n <= 100_000})))"
-            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
             if res.returncode:
                 print(f"{kind} n={n:,} failed:\n{res.stderr[-2000:]}", flush=True)
                 break
@@ -293,7 +293,7 @@ def copy_kinds() -> None:
     rng = np.random.default_rng(0)
     rows, kind_of, original_of = [], [], []
     t = time.perf_counter()
-    for o in range(originals):
+    for _ in range(originals):
         img, _ = render(rng, int(rng.integers(480, 800)), int(rng.integers(400, 640)))
         base = len(rows)
         rows.append(ingest_like(img, 92))

@@ -181,7 +181,7 @@ def merge_pairs(found: list[tuple], n: int, stats: dict) -> Pairs:
     i, j, pd, dd, mirrored = (np.concatenate(c) for c in zip(*found))
     order = np.argsort((i * n + j) * 64 + pd)  # by pair, the closer match first (n up to ~3e8)
     pair = (i * n + j)[order]
-    first = order[np.concatenate(([True], pair[1:] != pair[:-1]))]
+    first = order[np.concatenate(([True], pair[1:] != pair[:-1]))] if len(pair) else order
     stats["pairs"] = len(first)
     return Pairs(i[first], j[first], pd[first], dd[first], mirrored[first], stats)
 
