@@ -351,8 +351,8 @@ def copy_kinds() -> None:
 
 def main() -> None:
     scale()
-    ray_engine()
     copy_kinds()
+    ray_engine()
 
 
 if __name__ == "__main__":
