@@ -205,6 +205,27 @@ def test_real_photographs_with_planted_copies():
     assert [r["near_duplicate_of"] for r in out if not r["keep"]] == ["k00"] * 4 + ["k09"] * 4
 
 
+def test_content_box_finds_a_real_photo_inside_added_borders():
+    from sklearn.datasets import load_sample_images
+
+    photo = Image.fromarray(load_sample_images().images[0])  # china.jpg, 640 x 427
+    framed = Image.new("RGB", (640 + 2 * 30, 427 + 2 * 60), (255, 255, 255))
+    framed.paste(photo, (30, 60))
+    assert imaging.content_box(framed) == (30, 60, 670, 487)
+    assert imaging.content_box(photo) == (0, 0, 640, 427)
+    assert imaging.content_box(Image.new("RGB", (200, 100), (9, 9, 9))) == (0, 0, 200, 100)  # all flat: untouched
+
+
+def test_a_mirrored_picture_swaps_its_hashes_as_shown_and_mirrored():
+    from sklearn.datasets import load_sample_images
+
+    photo = Image.fromarray(load_sample_images().images[1])  # flower.jpg
+    a, b = imaging.dedup_hashes(photo), imaging.dedup_hashes(ImageOps.mirror(photo))
+    assert (b["phash_core"], b["dhash_core"]) == (a["phash_mirror"], a["dhash_mirror"])
+    assert (b["phash_mirror"], b["dhash_mirror"]) == (a["phash_core"], a["dhash_core"])
+    assert bin(a["phash_core"] ^ a["phash_mirror"]).count("1") > 20  # the photo is not symmetric
+
+
 def test_ray_shuffle_engine_equals_the_local_engine(ray_cluster):
     from curate.phases.dedup import ray_near_pairs
 
