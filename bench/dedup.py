@@ -33,6 +33,7 @@ import resource
 import subprocess
 import sys
 import time
+from math import comb
 
 import numpy as np
 
@@ -53,7 +54,8 @@ def _flips(rng, n: int, most: int) -> np.ndarray:
 
 
 def uniform(n: int, seed: int = 0):
-    """(p, d, pm, dm), and the planted (member, centre) pairs: 2% of inputs in clusters of 4."""
+    """Hashes, the planted (member, centre) pairs (2% of inputs in clusters of 4), and the true
+    picture of every input (its own index, or its cluster's centre)."""
     from filters.mih import Hashes
 
     rng = np.random.default_rng(seed)
@@ -68,13 +70,16 @@ def uniform(n: int, seed: int = 0):
         if m == 3:  # mirrored copies: their hashes as shown are the centre's mirrored ones
             p[at], pm[at], d[at], dm[at] = pm[at], p[at], dm[at], d[at]
         members.append(np.stack([at, centre], 1))
-    return Hashes(p, d, pm, dm), np.concatenate(members)
+    planted = np.concatenate(members)
+    truth = np.arange(n)
+    truth[planted[:, 0]] = planted[:, 1]
+    return Hashes(p, d, pm, dm), planted, truth
 
 
 def skewed(n: int, seed: int = 0):
     """Uniform, plus 5% of inputs copying one of 2,000 pictures (Zipf frequencies) and one
     placeholder picture 100,000 times (or n // 10 at small n): distinct bytes, same hashes."""
-    h, planted = uniform(n, seed)
+    h, planted, truth = uniform(n, seed)
     rng = np.random.default_rng(seed + 1)
     start = n // 50  # after the planted clusters
     zipf = int(0.05 * n)
@@ -84,7 +89,8 @@ def skewed(n: int, seed: int = 0):
     for a in (h.p, h.d, h.pm, h.dm):
         a[at] = a[source]
         a[placeholder] = a[placeholder[0]]
-    return h, planted
+    truth[at], truth[placeholder] = source, placeholder[0]
+    return h, planted, truth
 
 
 def photo_tiles(n: int, seed: int = 0):
@@ -119,17 +125,22 @@ def photo_tiles(n: int, seed: int = 0):
             ph = ((dct > np.median(dct, axis=1, keepdims=True)).astype(np.uint64) * weights).sum(axis=1)
             dh = ((tt[:, :, 1:] > tt[:, :, :-1]).reshape(m, 64).astype(np.uint64) * weights).sum(axis=1)
             (p if view == 0 else pm)[start:start + m], (d if view == 0 else dm)[start:start + m] = ph, dh
-    return Hashes(p, d, pm, dm), np.empty((0, 2), np.int64)
+    return Hashes(p, d, pm, dm), np.empty((0, 2), np.int64), None
 
 
 SETS = {"uniform": uniform, "skewed": skewed, "tiles": photo_tiles}
+
+
+def chance(n: int, radius: int) -> float:
+    """Expected pairs of n random 64-bit hashes within `radius` bits."""
+    return n * (n - 1) / 2 * sum(comb(64, r) for r in range(radius + 1)) / 2**64
 
 
 def run_one(kind: str, n: int, baseline: bool) -> dict:
     from filters import mih
     from filters.dedup import deduplicate
 
-    h, planted = SETS[kind](n)
+    h, planted, truth = SETS[kind](n)
     keys = np.char.add("k", np.arange(n).astype("U12"))
     stats = {}
 
@@ -141,21 +152,25 @@ def run_one(kind: str, n: int, baseline: bool) -> dict:
     table = deduplicate(keys, keys, h, np.ones(n), np.full(n, np.nan), k=K, kd=KD, pair_finder=finder)
     seconds = time.perf_counter() - t
     rep = np.array([int(r[1:]) if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
-    out = {"set": kind, "n": n, "seconds": seconds, "dropped": int(n - np.count_nonzero(table["keep"].to_numpy(zero_copy_only=False))),
-           "planted": len(planted), "planted_found": int(np.count_nonzero(rep[planted[:, 0]] == rep[planted[:, 1]])) if len(planted) else 0,
+    dropped = rep != np.arange(n)
+    out = {"set": kind, "n": n, "seconds": seconds, "dropped": int(dropped.sum()),
+           "planted": len(planted), "planted_found": int(np.count_nonzero(rep[planted[:, 0]] == rep[planted[:, 1]])),
+           "false_merges": None if truth is None else int(np.count_nonzero(dropped & (truth[rep] != truth))),
            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **stats}
     if baseline:
         t = time.perf_counter()
-        i, j = mih.all_pairs(mih.Hashes(h.p, h.d), K, KD)
+        i, j = mih.all_pairs(mih.Hashes(h.p, h.d), K)
+        both = np.bitwise_count(h.d[i] ^ h.d[j]) <= KD
         out["baseline_seconds"] = time.perf_counter() - t
-        out["baseline_pairs"] = len(i)
-        out["baseline_phash_pairs"] = len(mih.all_pairs(mih.Hashes(h.p, h.d), K)[0])
+        alone = np.bincount(truth, minlength=n) == 1  # a random hash, no planted copy
+        randoms = alone[i] & alone[j]
+        out["baseline"] = {"phash": len(i), "both": int(both.sum()), "chance_phash": int(randoms.sum()),
+                           "chance_both": int((randoms & both).sum())}
         found = mih.near_pairs(mih.Hashes(h.p, h.d), K, KD)
-        out["search_pairs"] = len(found.i)
         m1, m2 = mih.plan(n, K, KD, mirror=False)
-        inner = (found.pdist <= m1 - 1) & (found.ddist <= m2 - 1)
         pd, dd = np.bitwise_count(h.p[i] ^ h.p[j]), np.bitwise_count(h.d[i] ^ h.d[j])
-        out["exact_region"] = [m1 - 1, m2 - 1, int(np.count_nonzero((pd <= m1 - 1) & (dd <= m2 - 1))), int(inner.sum())]
+        out["exact_region"] = [m1 - 1, m2 - 1, int(np.count_nonzero((pd <= m1 - 1) & (dd <= m2 - 1))),
+                               int(np.count_nonzero((found.pdist <= m1 - 1) & (found.ddist <= m2 - 1))), len(found.i)]
     return out
 
 
@@ -175,16 +190,21 @@ def scale() -> None:
                 break
             r = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append(r)
-            planted = f"planted pairs found {r['planted_found']:,}/{r['planted']:,}" if r["planted"] else "no planted truth"
+            planted = f"planted pairs found {r['planted_found']:,}/{r['planted']:,}, false merges {r['false_merges']:,}" if r["planted"] else "no planted truth"
             print(f"{kind:8} n={n:>11,}  {r['seconds']:7.1f} s  peak {r['peak_mb']:6.0f} MB  distinct {r['distinct']:,}  "
                   f"bands {r['m1']}x{r['m2']}  dropped {r['dropped']:,}  {planted}  candidates {r['candidates']:,}: "
                   f"pHash<={K} {r['phash_ok']:,}, dHash<={KD} {r['dhash_ok']:,}, both {r['pairs']:,}", flush=True)
+            if kind == "uniform":
+                random = n - 4 * (n // 200)
+                print(f"  chance pairs expected among its {random:,} random hashes: pHash<={K} {chance(random, K):,.0f}, "
+                      f"and dHash<={KD} too {chance(random, K) * chance(2, KD):.2g}", flush=True)
             if "baseline_seconds" in r:
-                reg = r["exact_region"]
+                b, reg = r["baseline"], r["exact_region"]
                 print(f"  baseline all-pairs numpy at n={n:,}: {r['baseline_seconds']:.1f} s vs curate {r['seconds']:.2f} s "
-                      f"-> {r['baseline_seconds'] / r['seconds']:.0f}x; pairs within pHash {K}: {r['baseline_phash_pairs']:,}, "
-                      f"of which dHash within {KD}: {r['baseline_pairs']:,} (band search, as shown: {r['search_pairs']:,}; "
-                      f"inside its exact region pHash<={reg[0]}, dHash<={reg[1]}: {reg[3]:,} of {reg[2]:,})", flush=True)
+                      f"-> {r['baseline_seconds'] / r['seconds']:.0f}x; pairs within pHash {K}: {b['phash']:,} ({b['chance_phash']:,} "
+                      f"between random hashes), of which dHash within {KD}: {b['both']:,} ({b['chance_both']:,} random); "
+                      f"band search, as shown: {reg[4]:,}, inside its exact region pHash<={reg[0]}, dHash<={reg[1]}: "
+                      f"{reg[3]:,} of {reg[2]:,}", flush=True)
         for a, b in itertools.pairwise(rows):
             print(f"  growth {a['n']:,} -> {b['n']:,}: time x{b['seconds'] / a['seconds']:.1f}, memory x{b['peak_mb'] / a['peak_mb']:.1f}")
 
@@ -205,7 +225,7 @@ def ray_engine() -> None:
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     try:
         for n in sizes:
-            h, _ = uniform(n)
+            h, _, _ = uniform(n)
             t = time.perf_counter()
             local = mih.near_pairs(h, K, KD)
             local_s = time.perf_counter() - t
