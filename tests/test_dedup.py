@@ -226,6 +226,22 @@ def test_a_mirrored_picture_swaps_its_hashes_as_shown_and_mirrored():
     assert bin(a["phash_core"] ^ a["phash_mirror"]).count("1") > 20  # the photo is not symmetric
 
 
+def test_earlier_run_indexes_without_the_dedup_hashes(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.phases.dedup import dedup_hashes, prior_hashes
+
+    base = {"key": ["a"], "sha256": ["s"], "phash": pa.array([5], pa.uint64()), "pixels": [4], "aesthetic": pa.array([None], pa.float32()),
+            "run": ["old"]}
+    pq.write_table(pa.table(base), tmp_path / "oldest.parquet")
+    with pytest.raises(ValueError, match="has no dhash column"):
+        prior_hashes([str(tmp_path / "oldest.parquet")])
+    pq.write_table(pa.table({**base, "dhash": pa.array([7], pa.uint64())}), tmp_path / "older.parquet")
+    h = dedup_hashes(prior_hashes([str(tmp_path / "older.parquet")]))
+    assert (h.p.tolist(), h.d.tolist(), h.pm.tolist(), h.dm.tolist()) == ([5], [7], [5], [7])  # whole-picture hashes stand in
+
+
 def test_ray_shuffle_engine_equals_the_local_engine(ray_cluster):
     from curate.phases.dedup import ray_near_pairs
 

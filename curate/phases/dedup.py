@@ -39,9 +39,12 @@ def prior_hashes(paths: list[str]) -> pa.Table:
     for p in paths:
         path = Path(p) / "hashes.parquet" if Path(p).is_dir() else Path(p)
         table = pq.read_table(path)
-        missing = [f for f in HASHES if f.name not in table.column_names]  # files from before the dedup hashes
-        for f in missing:
-            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+        if "dhash" not in table.column_names:
+            raise ValueError(f"dedup.against: {path} has no dhash column (written before dHash confirmed pHash "
+                             "matches): run that job again with this version to index it")
+        for f in HASHES:  # the border-trimmed and mirrored hashes are optional: dedup falls back to phash/dhash
+            if f.name not in table.column_names:
+                table = table.append_column(f, pa.nulls(table.num_rows, f.type))
         tables.append(table.select(HASHES.names).cast(HASHES))
     return pa.concat_tables(tables) if tables else HASHES.empty_table()
 
