@@ -70,8 +70,10 @@ def band_layout(m: int) -> list[tuple[int, int]]:
 
 def plan(n: int, k: int, kd: int, mirror: bool = True) -> tuple[int, int]:
     """(m1, m2): the largest exact region (pHash m1 - 1, dHash m2 - 1 bits) whose keys are wide
-    enough (the narrowest key >= log2(records) + 1.5 bits) for buckets of about one record."""
-    need = log2(max(2, n * (2 if mirror else 1))) + 1.5
+    enough (the narrowest key >= log2(records) + 2 bits) for buckets of under one record, so
+    that candidates grow about as fast as records (at 10M, 26-bit keys made 36M candidates and
+    x18 growth per 10x; 28-bit keys keep it under x15)."""
+    need = log2(max(2, n * (2 if mirror else 1))) + 2
     best = None
     for m1 in range(2, k + 2):
         for m2 in range(2, kd + 2):

@@ -75,7 +75,7 @@ def test_planned_bands_find_every_pair_inside_their_exact_region_and_nothing_unc
 
 def test_planner_narrows_the_exact_region_as_inputs_grow():
     assert plan(1_000, 10, 12) == (10, 9)      # 6 + 7 bit keys for 2,000 records (as shown + mirrored)
-    assert plan(10_000_000, 10, 12) == (6, 4)  # 10 + 16 bits for 20M records
+    assert plan(10_000_000, 10, 12) == (5, 4)  # 12 + 16 bits for 20M records
 
 
 def test_a_long_bucket_is_compared_in_a_window_and_still_finds_its_near_pairs():
