@@ -124,7 +124,7 @@ def near_pairs(h: Hashes, k: int, kd: int, m1: int | None = None, m2: int | None
     flipped = np.repeat(np.arange(len(views_p), dtype=np.int8), n)
     all_p, all_d = np.concatenate(views_p), np.concatenate(views_d)
     stats = {"m1": m1, "m2": m2, "tables": m1 * m2}
-    found = [keyed_pairs(key, idx, flipped, all_p, all_d, k, kd, stats, window, chunk)
+    found = [keyed_pairs(key, idx, flipped, all_p, all_d, k, kd, stats, window, chunk, key_bits(m1, m2))
              for key in band_keys(all_p, all_d, m1, m2)]
     return merge_pairs([f for part in found for f in part], n, stats)
 
@@ -137,28 +137,40 @@ def band_keys(p: np.ndarray, d: np.ndarray, m1: int, m2: int):
             yield kp | _band(d, sd, wd)
 
 
-def keyed_pairs(key, idx, flipped, p, d, k, kd, stats, window=256, chunk=1 << 22) -> list[tuple]:
+def key_bits(m1: int, m2: int) -> int:
+    """Bits a band key can use: the widest pHash band beside the widest dHash band."""
+    return -(-64 // m1) + -(-64 // m2)
+
+
+def keyed_pairs(key, idx, flipped, p, d, k, kd, stats, window=256, chunk=1 << 22, bits=64) -> list[tuple]:
     """Confirmed pairs among records sharing a key (records: picture index, whether its
-    hashes are the mirrored ones, pHash, dHash)."""
-    order = _sort_by_key_then_p(key, p)  # ties by pHash: a long run's window compares near pHashes
-    a, b = _within_runs(key[order], window)
-    return [_verify(order[a[s:s + chunk]], order[b[s:s + chunk]], idx, flipped, p, d, k, kd, stats)
+    hashes are the mirrored ones, pHash, dHash); `bits`: how many bits the keys use."""
+    rec, keys = _sharing_a_key(key, p, bits)
+    a, b = _within_runs(keys, window)
+    return [_verify(rec[a[s:s + chunk]], rec[b[s:s + chunk]], idx, flipped, p, d, k, kd, stats)
             for s in range(0, len(a), chunk)]
 
 
-def _sort_by_key_then_p(key: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """argsort by key; only within runs longer than one is the (slower) pHash tie-break paid."""
-    order = np.argsort(key)
-    ks = key[order]
-    dup = np.zeros(len(ks), bool)
-    same = ks[1:] == ks[:-1]
-    dup[1:] |= same
-    dup[:-1] |= same
-    pos = np.flatnonzero(dup)
-    if len(pos):
-        sub = order[pos]
-        order[pos] = sub[np.lexsort((p[sub], ks[pos]))]
-    return order
+def _sharing_a_key(key: np.ndarray, p: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The records whose key another record shares, sorted by key then pHash (so a long run's
+    window compares near pHashes), and their keys. Most records share no key: only the sort
+    touches them (one sort of key and record id packed into one word, when they fit)."""
+    n = len(key)
+    id_bits = max(1, (n - 1).bit_length())
+    if bits + id_bits <= 64:
+        packed = np.sort((key << np.uint64(id_bits)) | np.arange(n, dtype=np.uint64))
+        keys, order = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
+    else:
+        order = np.argsort(key)
+        keys = key[order]
+    same = keys[1:] == keys[:-1]
+    shared = np.zeros(n, bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    pos = np.flatnonzero(shared)
+    rec, keys = order[pos], keys[pos]
+    by_p = np.lexsort((p[rec], keys))
+    return rec[by_p], keys[by_p]
 
 
 def _verify(ra, rb, idx, flipped, all_p, all_d, k, kd, stats) -> tuple:
