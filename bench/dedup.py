@@ -1,13 +1,32 @@
-"""Dedup at scale: synthetic 64-bit hash sets (100k, 1M, 10M) with planted near-duplicate
-clusters, through the same `deduplicate` the pipeline runs (multi-index hashing, clusters,
-representatives). Seconds, peak memory, growth per 10x, and at 100k the ratio against an
-all-pairs numpy baseline run in the same process. Targets: 10M < 10 min, growth < 15x per 10x.
+"""Dedup at scale and per kind of copy, at the shipped jobs' radius (pHash k = 10, dHash 12).
 
-Each size runs in its own process so its peak memory is its own.
+1. Scale: `deduplicate` (the pipeline's own call) on hash sets of 100k, 1M, 10M:
+   - uniform: random hashes, 2% in planted clusters of 4 (members within k, kd of their
+     centre, one in three mirrored);
+   - skewed: the same plus Zipf-repeated pictures (5% of inputs are copies of 2,000 pictures,
+     with Zipf frequencies) and one placeholder picture repeated 100,000 times;
+   - photo tiles (100k, 1M): hashes of random crops of real photographs (scikit-learn's
+     china.jpg and flower.jpg), mirrored and colour-jittered: a real, far-from-uniform hash
+     distribution, full of true overlaps.
+   Seconds (wall, and CPU: the machine is shared, and the search is one thread), peak memory,
+   growth per 10x; recall of planted pairs; chance pairs removed by
+   the dHash confirmation. Each size runs in its own process, so its peak memory is its own.
+2. Baseline (100k, uniform): all-pairs numpy over the same hashes in the same run: seconds
+   and the pairs it finds (pHash alone, and pHash + dHash), against the band search's.
+3. Ray engine: the same search as a Ray Data shuffle on a local multi-node cluster
+   (`ray.cluster_utils.Cluster`, head + 2 nodes of 1 CPU), at the sizes in BENCH_DEDUP_RAY.
+4. Kinds of copy: generated photo-like pictures (seeded), one copy of each kind per original,
+   and pairs of distinct pictures sharing a background layout, through the real ingest hashing
+   (JPEG bytes -> working-size decode -> hashes, quality signals) and `deduplicate`: recall and
+   precision per kind, and the share of groups that keep the clean original.
+
+Environment: BENCH_DEDUP_SIZES (default 100000,1000000,10000000), BENCH_DEDUP_SETS
+(uniform,skewed,tiles), BENCH_DEDUP_RAY (default 100000), BENCH_DEDUP_ORIGINALS (300).
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -15,64 +34,350 @@ import resource
 import subprocess
 import sys
 import time
+from math import comb
 
 import numpy as np
 
-K = 4            # pHash Hamming radius for the scale runs (see README: cost grows steeply with k)
+K, KD = 10, 12   # the shipped jobs' dedup.max_distance and dedup.confirm_distance
 SIZES = [100_000, 1_000_000, 10_000_000]
+TILE_SIZES = [100_000]  # two source photos: at 1M every tile has dozens of true overlapping copies
 
 
-def synthetic(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """n hashes: 2% in planted clusters of 4 (each member within k bits of its centre), rest random."""
+def _random(rng, n) -> np.ndarray:
+    return rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) << np.uint64(1) | rng.integers(0, 2, n).astype(np.uint64)
+
+
+def _flips(rng, n: int, most: int) -> np.ndarray:
+    """n masks of 0..most distinct random bits each."""
+    bits = np.argsort(rng.random((n, 64)), axis=1)[:, :most].astype(np.uint64)
+    take = np.arange(most)[None, :] < rng.integers(0, most + 1, n)[:, None]
+    return np.bitwise_or.reduce(np.where(take, np.uint64(1) << bits, np.uint64(0)), axis=1)
+
+
+def uniform(n: int, seed: int = 0):
+    """Hashes, the planted (member, centre) pairs (2% of inputs in clusters of 4), and the true
+    picture of every input (its own index, or its cluster's centre)."""
+    from filters.mih import Hashes
+
     rng = np.random.default_rng(seed)
-    h = rng.integers(0, np.iinfo(np.int64).max, size=n, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    p, d, pm, dm = (_random(rng, n) for _ in range(4))
     clusters = n // 200
-    centres = h[: clusters]
-    for member in range(1, 4):
-        flips = np.zeros(clusters, np.uint64)
-        for _ in range(k):  # up to k distinct random bits (repeats cancel, so <= k)
-            bit = rng.integers(0, 64, size=clusters).astype(np.uint64)
-            flips |= np.uint64(1) << bit
-        h[clusters * member: clusters * (member + 1)] = centres ^ flips
+    centre = np.arange(clusters)
+    members = []
+    for m in range(1, 4):
+        at = np.arange(clusters * m, clusters * (m + 1))
+        fp, fd, fpm, fdm = (_flips(rng, clusters, r) for r in (K, KD, K, KD))
+        p[at], d[at], pm[at], dm[at] = p[centre] ^ fp, d[centre] ^ fd, pm[centre] ^ fpm, dm[centre] ^ fdm
+        if m == 3:  # mirrored copies: their hashes as shown are the centre's mirrored ones
+            p[at], pm[at], d[at], dm[at] = pm[at], p[at], dm[at], d[at]
+        members.append(np.stack([at, centre], 1))
+    planted = np.concatenate(members)
+    truth = np.arange(n)
+    truth[planted[:, 0]] = planted[:, 1]
+    return Hashes(p, d, pm, dm), planted, truth
+
+
+def skewed(n: int, seed: int = 0):
+    """Uniform, plus 5% of inputs copying one of 2,000 pictures (Zipf frequencies) and one
+    placeholder picture 100,000 times (or n // 10 at small n): distinct bytes, same hashes."""
+    h, planted, truth = uniform(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    start = n // 50  # after the planted clusters
+    zipf = int(0.05 * n)
+    source = rng.zipf(1.5, zipf) % 2000 + start + zipf + min(100_000, n // 10)
+    at = np.arange(start, start + zipf)
+    placeholder = np.arange(start + zipf, start + zipf + min(100_000, n // 10))
+    for a in (h.p, h.d, h.pm, h.dm):
+        a[at] = a[source]
+        a[placeholder] = a[placeholder[0]]
+    truth[at], truth[placeholder] = source, placeholder[0]
+    return h, planted, truth
+
+
+def photo_tiles(n: int, seed: int = 0):
+    """Hashes of n random crops (96-320 px, some mirrored, colour-jittered) of real photographs,
+    computed as imagehash does (32x32 DCT pHash, 9x8 dHash), vectorised over the crops."""
+    import scipy.fft
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from filters.mih import Hashes
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(a).convert("L") for a in load_sample_images().images]
+    p, d, pm, dm = (np.empty(n, np.uint64) for _ in range(4))
+    weights = 1 << np.arange(63, -1, -1, dtype=np.uint64)
+    for start in range(0, n, 20_000):
+        m = min(20_000, n - start)
+        small, tiny = np.empty((m, 32, 32), np.float64), np.empty((m, 8, 9), np.float64)
+        for t in range(m):
+            img = photos[int(rng.integers(len(photos)))]
+            side = int(rng.integers(96, 320))
+            x, y = int(rng.integers(0, img.width - side)), int(rng.integers(0, img.height - side))
+            box = (x, y, x + side, y + side)
+            small[t] = np.asarray(img.resize((32, 32), Image.BOX, box=box), np.float64)
+            tiny[t] = np.asarray(img.resize((9, 8), Image.BOX, box=box), np.float64)
+        gain = rng.uniform(0.8, 1.2, (m, 1, 1))
+        small, tiny = small * gain, tiny * gain
+        flip = rng.random(m) < 0.3
+        small[flip], tiny[flip] = small[flip, :, ::-1], tiny[flip, :, ::-1]
+        for view, (s, tt) in enumerate([(small, tiny), (small[:, :, ::-1], tiny[:, :, ::-1])]):
+            dct = scipy.fft.dct(scipy.fft.dct(s, axis=1, type=2), axis=2, type=2)[:, :8, :8].reshape(m, 64)
+            ph = ((dct > np.median(dct, axis=1, keepdims=True)).astype(np.uint64) * weights).sum(axis=1)
+            dh = ((tt[:, :, 1:] > tt[:, :, :-1]).reshape(m, 64).astype(np.uint64) * weights).sum(axis=1)
+            (p if view == 0 else pm)[start:start + m], (d if view == 0 else dm)[start:start + m] = ph, dh
+    return Hashes(p, d, pm, dm), np.empty((0, 2), np.int64), None
+
+
+SETS = {"uniform": uniform, "skewed": skewed, "tiles": photo_tiles}
+
+
+def chance(n: int, radius: int) -> float:
+    """Expected pairs of n random 64-bit hashes within `radius` bits."""
+    return n * (n - 1) / 2 * sum(comb(64, r) for r in range(radius + 1)) / 2**64
+
+
+def run_one(kind: str, n: int, baseline: bool) -> dict:
+    from filters import mih
+    from filters.dedup import deduplicate
+
+    h, planted, truth = SETS[kind](n)
     keys = np.char.add("k", np.arange(n).astype("U12"))
-    return h, keys, clusters
+    stats = {}
 
-
-def run_one(n: int, k: int, baseline: bool) -> dict:
-    from filters.dedup import deduplicate, near_pairs
-
-    h, keys, clusters = synthetic(n, k)
-    sha = keys  # distinct bytes: exact dedup finds nothing, near dedup does the work
-    t = time.perf_counter()
-    table = deduplicate(keys, sha, h, np.ones(n), np.full(n, np.nan), k=k)
-    seconds = time.perf_counter() - t
-    dropped = n - sum(table["keep"].to_pylist())
-    out = {"n": n, "k": k, "seconds": seconds, "dropped": dropped, "planted_dropped": 3 * clusters,
-           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    def finder(hashes, k, kd):
+        found = mih.near_pairs(hashes, k, kd)
+        stats.update(found.stats, distinct=len(hashes))
+        return found
+    t, cpu = time.perf_counter(), time.process_time()
+    table = deduplicate(keys, keys, h, np.ones(n), np.full(n, np.nan), k=K, kd=KD, pair_finder=finder)
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    rep = np.array([int(r[1:]) if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
+    dropped = rep != np.arange(n)
+    out = {"set": kind, "n": n, "seconds": seconds, "cpu": cpu, "dropped": int(dropped.sum()),
+           "planted": len(planted), "planted_found": int(np.count_nonzero(rep[planted[:, 0]] == rep[planted[:, 1]])),
+           "false_merges": None if truth is None else int(np.count_nonzero(dropped & (truth[rep] != truth))),
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **stats}
     if baseline:
-        t = time.perf_counter()
-        i, _ = near_pairs(h, k)
-        out["baseline_seconds"] = time.perf_counter() - t
-        out["baseline_pairs"] = len(i)
+        t, cpu = time.perf_counter(), time.process_time()
+        i, j = mih.all_pairs(mih.Hashes(h.p, h.d), K)
+        both = np.bitwise_count(h.d[i] ^ h.d[j]) <= KD
+        out["baseline_seconds"], out["baseline_cpu"] = time.perf_counter() - t, time.process_time() - cpu
+        alone = np.bincount(truth, minlength=n) == 1  # a random hash, no planted copy
+        randoms = alone[i] & alone[j]
+        out["baseline"] = {"phash": len(i), "both": int(both.sum()), "chance_phash": int(randoms.sum()),
+                           "chance_both": int((randoms & both).sum())}
+        found = mih.near_pairs(mih.Hashes(h.p, h.d), K, KD)
+        m1, m2 = mih.plan(n, K, KD, mirror=False)
+        pd, dd = np.bitwise_count(h.p[i] ^ h.p[j]), np.bitwise_count(h.d[i] ^ h.d[j])
+        out["exact_region"] = [m1 - 1, m2 - 1, int(np.count_nonzero((pd <= m1 - 1) & (dd <= m2 - 1))),
+                               int(np.count_nonzero((found.pdist <= m1 - 1) & (found.ddist <= m2 - 1))), len(found.i)]
     return out
 
 
-def main() -> None:
+def scale() -> None:
     sizes = [int(s) for s in os.environ.get("BENCH_DEDUP_SIZES", ",".join(map(str, SIZES))).split(",")]
-    rows = []
-    for n in sizes:
-        cmd = [sys.executable, "-c", f"import json, bench.dedup as b; print(json.dumps(b.run_one({n}, {K}, {n <= 100_000})))"]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-        r = rows[-1]
-        print(f"n={n:>11,}  k={K}  {r['seconds']:8.1f} s  peak {r['peak_mb']:7.0f} MB  dropped {r['dropped']:,} "
-              f"(planted {r['planted_dropped']:,})", flush=True)
-    for a, b in itertools.pairwise(rows):
-        print(f"growth {a['n']:,} -> {b['n']:,}: time x{b['seconds'] / a['seconds']:.1f}, memory x{b['peak_mb'] / a['peak_mb']:.1f}")
-    first = rows[0]
-    if "baseline_seconds" in first:
-        print(f"at n={first['n']:,}: curate {first['seconds']:.2f} s vs all-pairs numpy {first['baseline_seconds']:.2f} s "
-              f"-> {first['baseline_seconds'] / first['seconds']:.1f}x")
+    sets = os.environ.get("BENCH_DEDUP_SETS", "uniform,skewed,tiles").split(",")
+    print(f"scale: pHash k={K}, dHash confirm {KD}, full `deduplicate` (collapse, band search, leader clusters)")
+    for kind in sets:
+        rows = []
+        for n in sizes:
+            if kind == "tiles" and n > max(TILE_SIZES):
+                continue
+            code = f"import json, bench.dedup as b; print(json.dumps(b.run_one({kind!r}, {n}, {kind == 'uniform' and n <= 100_000})))"
+            res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+            if res.returncode:
+                print(f"{kind} n={n:,} failed:\n{res.stderr[-2000:]}", flush=True)
+                break
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            planted = f"planted pairs found {r['planted_found']:,}/{r['planted']:,}, false merges {r['false_merges']:,}" if r["planted"] else "no planted truth"
+            print(f"{kind:8} n={n:>11,}  {r['seconds']:7.1f} s (CPU {r['cpu']:.1f} s)  peak {r['peak_mb']:6.0f} MB  distinct {r['distinct']:,}  "
+                  f"bands {r['m1']}x{r['m2']}  dropped {r['dropped']:,}  {planted}  candidates {r['candidates']:,}: "
+                  f"pHash<={K} {r['phash_ok']:,}, dHash<={KD} {r['dhash_ok']:,}, both {r['pairs']:,}", flush=True)
+            if kind == "uniform":
+                random = n - 4 * (n // 200)
+                print(f"  chance pairs expected among its {random:,} random hashes: pHash<={K} {chance(random, K):,.0f}, "
+                      f"and dHash<={KD} too {chance(random, K) * chance(2, KD):.2g}", flush=True)
+            if "baseline_seconds" in r:
+                b, reg = r["baseline"], r["exact_region"]
+                print(f"  baseline all-pairs numpy at n={n:,}: {r['baseline_seconds']:.1f} s (CPU {r['baseline_cpu']:.1f} s) vs curate "
+                      f"{r['seconds']:.2f} s (CPU {r['cpu']:.2f} s) -> {r['baseline_cpu'] / r['cpu']:.0f}x in CPU time; pairs within pHash {K}: {b['phash']:,} ({b['chance_phash']:,} "
+                      f"between random hashes), of which dHash within {KD}: {b['both']:,} ({b['chance_both']:,} random); "
+                      f"band search, as shown: {reg[4]:,}, inside its exact region pHash<={reg[0]}, dHash<={reg[1]}: "
+                      f"{reg[3]:,} of {reg[2]:,}", flush=True)
+        for a, b in itertools.pairwise(rows):
+            print(f"  growth {a['n']:,} -> {b['n']:,}: time x{b['seconds'] / a['seconds']:.1f} (CPU x{b['cpu'] / a['cpu']:.1f}), "
+                  f"memory x{b['peak_mb'] / a['peak_mb']:.1f}")
+
+
+def ray_engine() -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from curate.phases.dedup import ray_near_pairs
+    from filters import mih
+
+    sizes = [int(s) for s in os.environ.get("BENCH_DEDUP_RAY", "100000").split(",") if s]
+    if not sizes:
+        return
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    try:
+        for n in sizes:
+            h, _, _ = uniform(n)
+            t = time.perf_counter()
+            local = mih.near_pairs(h, K, KD)
+            local_s = time.perf_counter() - t
+            t = time.perf_counter()
+            shuffled = ray_near_pairs(h, K, KD)
+            ray_s = time.perf_counter() - t
+            same = set(zip(local.i.tolist(), local.j.tolist())) == set(zip(shuffled.i.tolist(), shuffled.j.tolist()))
+            print(f"ray engine, 3-node local cluster (head 0 CPU + 2 x 1 CPU), n={n:,}: {ray_s:.1f} s vs local engine "
+                  f"{local_s:.1f} s in the driver ({ray_s / local_s:.1f}x); same pairs: {same} ({len(local.i):,})", flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+KINDS = ["mirror", "crop5", "crop10", "rotate", "border", "overlay", "colour", "resize", "jpeg40"]
+
+
+def make_copy(kind: str, img, rng):
+    """A copy of `img` of one kind, and the JPEG quality it is saved with."""
+    from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+
+    w, h = img.size
+    if kind == "mirror":
+        return ImageOps.mirror(img), 92
+    if kind.startswith("crop"):
+        left, top, right, bottom = (rng.uniform(0, int(kind[4:]) / 100, 4) * [w, h, w, h]).astype(int)
+        return img.crop((left, top, w - right, h - bottom)), 92
+    if kind == "rotate":  # up to 5 degrees, cropped to hide the corners
+        angle = rng.uniform(1, 5) * rng.choice([-1, 1])
+        margin = int(np.ceil(np.sin(np.radians(abs(angle))) * max(w, h) / 2)) + 1
+        return img.rotate(angle, Image.BICUBIC).crop((margin, margin, w - margin, h - margin)), 92
+    if kind == "border":  # letterbox bars or a frame, black or white
+        colour = (0, 0, 0) if rng.random() < 0.5 else (255, 255, 255)
+        if rng.random() < 0.5:
+            bar = int(h * rng.uniform(0.08, 0.2))
+            out = Image.new("RGB", (w, h + 2 * bar), colour)
+            out.paste(img, (0, bar))
+        else:
+            bar = int(w * rng.uniform(0.04, 0.1))
+            out = Image.new("RGB", (w + 2 * bar, h + 2 * bar), colour)
+            out.paste(img, (bar, bar))
+        return out, 92
+    if kind == "overlay":  # a logo in a corner or a text watermark
+        out = img.copy()
+        draw = ImageDraw.Draw(out)
+        font = ImageFont.load_default(size=max(12, h // 12))
+        if rng.random() < 0.5:
+            lw, lh = int(w * rng.uniform(0.12, 0.2)), int(h * rng.uniform(0.08, 0.14))
+            x = int(w * 0.03) if rng.random() < 0.5 else w - lw - int(w * 0.03)
+            y = int(h * 0.03) if rng.random() < 0.5 else h - lh - int(h * 0.03)
+            draw.rectangle([x, y, x + lw, y + lh], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+            draw.text((x + 4, y + 4), "LOGO", fill=(255, 255, 255), font=font)
+        else:
+            draw.text((w * rng.uniform(0.05, 0.4), h * rng.uniform(0.6, 0.85)), "(c) stock photos", fill=(255, 255, 255),
+                      font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        return out, 92
+    if kind == "colour":
+        out = ImageEnhance.Brightness(ImageEnhance.Color(img).enhance(rng.uniform(0.5, 1.5))).enhance(rng.uniform(0.8, 1.2))
+        return Image.fromarray((np.asarray(out, np.float32) * rng.uniform(0.85, 1.15, 3)).clip(0, 255).astype(np.uint8)), 92
+    if kind == "resize":
+        return img.resize((w // 2, h // 2), Image.LANCZOS), 92
+    return img, 40  # jpeg40
+
+
+def ingest_like(img, quality: int) -> dict:
+    """What ingest computes for dedup from a picture saved as JPEG: hashes and quality signals."""
+    from curate import imaging
+    from filters.quality import signals
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    data = buf.getvalue()
+    work = imaging.decode_working(data, 512)
+    header = imaging.probe(data)
+    return {**imaging.dedup_hashes(work), "phash": imaging.phash64(work), "dhash": imaging.dhash64(work),
+            "pixels": header.width * header.height, "jpeg_quality": header.jpeg_quality, "letterbox": signals(work)["letterbox"]}
+
+
+def copy_kinds() -> None:
+    from curate.sample import render
+    from filters.dedup import deduplicate
+    from filters.mih import Hashes
+
+    originals = int(os.environ.get("BENCH_DEDUP_ORIGINALS", "300"))
+    rng = np.random.default_rng(0)
+    rows, kind_of, original_of = [], [], []
+    t = time.perf_counter()
+    for _ in range(originals):
+        img, _ = render(rng, int(rng.integers(480, 800)), int(rng.integers(400, 640)))
+        base = len(rows)
+        rows.append(ingest_like(img, 92))
+        kind_of.append("original")
+        original_of.append(base)
+        for kind in KINDS:
+            rows.append(ingest_like(*make_copy(kind, img, rng)))
+            kind_of.append(kind)
+            original_of.append(base)
+    pairs = originals // 2  # distinct pictures sharing a background layout
+    for q in range(pairs):
+        for s in range(2):
+            img, _ = render(np.random.default_rng(10_000 + 2 * q + s), 640, 480, layout=np.random.default_rng(20_000 + q))
+            original_of.append(len(rows))
+            rows.append(ingest_like(img, 92))
+            kind_of.append("layout")
+    hashing_s = time.perf_counter() - t
+    n = len(rows)
+    col = {c: np.array([r[c] for r in rows]) for c in rows[0]}
+    # keys in a seeded random order: the last tie-break (smallest key) must not favour originals
+    keys = np.array([f"i{i:06d}" for i in range(n)])[np.random.default_rng(1).permutation(n)]
+    index_of = {key: i for i, key in enumerate(keys)}
+    original_of, kind_of = np.array(original_of), np.array(kind_of)
+
+    def evaluate(name: str, hashes, **kw) -> None:
+        table = deduplicate(keys, keys, hashes, col["pixels"], np.full(n, np.nan), k=K, kd=KD, **kw)
+        rep = np.array([index_of[r] if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
+        print(f"{name}:")
+        print(f"  {'kind':<9}{'recall':>8}{'precision':>11}   (recall: copies in their original's cluster; precision: "
+              f"pairs in one cluster that are copies of one picture)")
+        same_cluster = rep[:, None] == rep[None, :]
+        same_picture = original_of[:, None] == original_of[None, :]
+        for kind in [*KINDS, "layout"]:
+            at = np.flatnonzero(kind_of == kind)
+            if kind == "layout":
+                apart = ~same_cluster[at[0::2], at[1::2]]
+                print(f"  {'layout':<9}{'':>8}{'':>11}   distinct pictures sharing a layout kept apart: {apart.mean():.3f} ({apart.sum()}/{len(apart)})")
+                continue
+            recall = np.mean(rep[at] == rep[original_of[at]])
+            merged = same_cluster[at] & ~np.eye(n, dtype=bool)[at]
+            precision = (merged & same_picture[at]).sum() / max(merged.sum(), 1)
+            print(f"  {kind:<9}{recall:8.3f}{precision:11.3f}")
+        merged = np.triu(same_cluster, 1)
+        print(f"  all pairs merged {merged.sum():,}: precision {(merged & same_picture).sum() / max(merged.sum(), 1):.4f}; "
+              f"recall {np.mean(rep[kind_of != 'layout'] == rep[original_of[kind_of != 'layout']]):.3f}")
+        groups = np.flatnonzero(kind_of == "original")
+        print(f"  groups keeping the clean original: {np.mean(rep[groups] == groups):.3f} ({np.sum(rep[groups] == groups)}/{len(groups)}); "
+              "kept copy by kind: " + ", ".join(f"{kind} {count}" for kind, count in zip(*np.unique(kind_of[rep[groups]], return_counts=True))))
+
+    print(f"kinds of copy: {originals} generated originals (seed 0) x {len(KINDS)} kinds + {pairs} pairs sharing a layout, "
+          f"{n:,} images hashed in {hashing_s:.0f} s")
+    evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, leader clusters, best-copy rule)",
+             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"]),
+             letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"])
+    evaluate(f"without the added hashes (whole-picture pHash<={K} + dHash<={KD}, no mirror, most pixels first)",
+             Hashes(col["phash"], col["dhash"]))
+
+
+def main() -> None:
+    scale()
+    copy_kinds()
+    ray_engine()
 
 
 if __name__ == "__main__":

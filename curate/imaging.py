@@ -261,3 +261,34 @@ def _bits_to_int(bits: np.ndarray) -> int:
 
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
+
+
+def content_box(img: Image.Image, tol: float = 8.0) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the picture inside uniform borders (letterbox bars, frames).
+
+    A band is border while each line is flat (std <= tol) and matches the first line's level;
+    a border that would take half the image or more is not trimmed (the picture is flat).
+    """
+    grey = np.asarray(img.convert("L"), dtype=np.float32)
+    h, w = grey.shape
+
+    def band(lines: np.ndarray) -> int:
+        flat = (lines.std(axis=1) <= tol) & (np.abs(lines.mean(axis=1) - lines[0].mean()) <= tol)
+        return int(np.argmin(flat)) if not flat.all() else len(lines)
+
+    top, bottom, left, right = band(grey), band(grey[::-1]), band(grey.T), band(grey.T[::-1])
+    if top + bottom >= h // 2 or left + right >= w // 2:
+        return 0, 0, w, h
+    return left, top, w - right, h - bottom
+
+
+def dedup_hashes(img: Image.Image) -> dict[str, int]:
+    """pHash and dHash of the picture with its borders trimmed, as shown and mirrored left-right.
+
+    Dedup compares these: an added border or letterbox leaves them unchanged, and a mirrored
+    copy's hashes match the original's mirrored ones.
+    """
+    core = img.crop(content_box(img))
+    mirror = ImageOps.mirror(core)
+    return {"phash_core": phash64(core), "dhash_core": dhash64(core),
+            "phash_mirror": phash64(mirror), "dhash_mirror": dhash64(mirror)}

@@ -1,51 +1,33 @@
-"""Duplicate clustering at scale, vectorised: exact (sha256), near (64-bit pHash within
-Hamming distance k, by multi-index hashing), optional semantic (CLIP cosine >= t), and
-against earlier runs' hash indexes.
+"""Duplicate decisions at scale, vectorised: exact (sha256), near (pHash within k AND dHash
+within kd, as shown or mirrored, found by `filters.mih`), optional semantic (CLIP cosine >= t),
+and against earlier runs' hash indexes.
 
-Edges from all kinds join connected components (union-find via scipy's csgraph). Each
-component keeps one representative: a prior run's sample if there is one (it is already in
-the training set), else the most pixels, then the highest aesthetic, then the smallest key.
-Every other member is dropped with `near_duplicate_of` = the representative's key and
-`dup_cluster` = the same key (which names the cluster); its reason says how it relates to
-the representative: same bytes, near pHash, near embedding, or an earlier run's sample.
+1. Inputs with the same (pHash, dHash), byte-identical ones among them, collapse into one node
+   led by their best copy: a hash repeated 100k times costs one sort, not 100k^2 / 2 pairs.
+2. Near pairs are searched among the distinct nodes and confirmed on both hashes.
+3. Clusters are leader clusters, not connected components: nodes are visited best copy first,
+   and a node joins the best already-chosen representative it is confirmed near to, else it
+   becomes one. Every dropped sample is within the radius of its own representative; A~B~C
+   never puts A and C together through B.
+
+The best copy (`best_first`): an earlier run's sample (already in the training set), then no
+added border or letterbox, then the highest JPEG quality (90 and above count as equal; PNG and
+WebP count as 90), then the most pixels, the highest aesthetic, the smallest key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-from filters.mih import mih_pairs
+from filters.mih import Hashes, Pairs, near_pairs
 from schemas.reasons import Reason
 from schemas.record import DEDUP
 
-
-def near_pairs(hashes: np.ndarray, k: int, budget: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs (i < j) within distance k by comparing every pair (the exact baseline)."""
-    h = hashes.astype(np.uint64)
-    chunk = max(1, budget // max(len(h), 1))  # bounds the distance matrix to `budget` cells
-    left, right = [], []
-    for start in range(0, len(h), chunk):
-        dist = np.bitwise_count(h[start:start + chunk, None] ^ h[None, :])
-        i, j = np.nonzero(dist <= k)
-        i = i + start
-        keep = i < j
-        left.append(i[keep])
-        right.append(j[keep])
-    if not left:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(left), np.concatenate(right)
-
-
-def exact_pairs(sha256: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Edges joining every input to the first input with the same bytes."""
-    _, first, inverse = np.unique(sha256, return_index=True, return_inverse=True)
-    i = np.arange(len(sha256))
-    j = first[inverse]
-    same = i != j
-    return j[same], i[same]
+BORDERED = 0.02        # letterbox fraction above which a copy counts as bordered
+QUALITY_PLATEAU = 90   # JPEG qualities at or above this are not told apart
 
 
 def semantic_pairs(emb: np.ndarray, threshold: float, partitions: int | None = None, seed: int = 0,
@@ -86,50 +68,102 @@ def semantic_pairs(emb: np.ndarray, threshold: float, partitions: int | None = N
     return pair // n, pair % n
 
 
-def components(n: int, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    i = np.concatenate([e[0] for e in edges] + [np.empty(0, np.int64)]).astype(np.int64)
-    j = np.concatenate([e[1] for e in edges] + [np.empty(0, np.int64)]).astype(np.int64)
-    graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+def best_first(keys: np.ndarray, pixels, aesthetic, letterbox, jpeg_quality, prior: int) -> np.ndarray:
+    """Rank of every input (0 = best copy) by the rule in the module docstring."""
+    n = len(keys)
+    def nan_to(a, v):
+        return np.nan_to_num(np.asarray(a, dtype=np.float64), nan=v)
+    bordered = nan_to(letterbox, 0.0) > BORDERED
+    quality = np.minimum(nan_to(jpeg_quality, QUALITY_PLATEAU), QUALITY_PLATEAU)
+    order = np.lexsort((keys, -nan_to(aesthetic, -np.inf), -nan_to(pixels, 0.0), -quality, bordered, np.arange(n) >= prior))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    return rank
 
 
-def deduplicate(keys: np.ndarray, sha256: np.ndarray, phash: np.ndarray, pixels: np.ndarray, aesthetic: np.ndarray,
-                *, exact: bool = True, near: bool = True, k: int = 10, embeddings: np.ndarray | None = None,
-                semantic_threshold: float | None = None, prior: int = 0, pair_finder=mih_pairs) -> pa.Table:
+def collapse(hashes: Hashes | None, sha256: np.ndarray | None, n: int) -> np.ndarray:
+    """Node of every input: one per distinct (pHash, dHash) (or sha256 without hashes)."""
+    if hashes is not None:
+        order = np.lexsort((hashes.d, hashes.p))
+        p, d = hashes.p[order], hashes.d[order]
+        new = np.concatenate(([True], (p[1:] != p[:-1]) | (d[1:] != d[:-1])))
+    elif sha256 is not None:
+        order = np.argsort(sha256, kind="stable")
+        s = sha256[order]
+        new = np.concatenate(([True], s[1:] != s[:-1]))
+    else:
+        return np.arange(n)
+    node = np.empty(n, np.int64)
+    node[order] = np.cumsum(new) - 1
+    return node
+
+
+def leader_clusters(n: int, i: np.ndarray, j: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Representative of each of n nodes: visited by rank, a node joins the best-ranked
+    representative among its neighbours (edges i-j), or represents itself."""
+    rep = np.arange(n)
+    if len(i) == 0:
+        return rep
+    a, b = np.concatenate([i, j]), np.concatenate([j, i])
+    order = np.lexsort((rank[b], a))          # neighbours of a node, best-ranked first
+    a, b = a[order], b[order]
+    start = np.searchsorted(a, np.arange(n + 1))
+    is_rep = np.zeros(n, bool)
+    nodes = np.unique(a)
+    for u in nodes[np.argsort(rank[nodes])].tolist():
+        for v in b[start[u]:start[u + 1]].tolist():
+            if is_rep[v]:
+                rep[u] = v
+                break
+        else:
+            is_rep[u] = True
+    return rep
+
+
+def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np.ndarray, aesthetic: np.ndarray,
+                letterbox: np.ndarray | None = None, jpeg_quality: np.ndarray | None = None,
+                *, exact: bool = True, near: bool = True, k: int = 10, kd: int = 12,
+                embeddings: np.ndarray | None = None, semantic_threshold: float | None = None, prior: int = 0,
+                pair_finder: Callable[[Hashes, int, int], Pairs] = near_pairs) -> pa.Table:
     """Decisions for every input. The first `prior` inputs come from earlier runs: they are
     never dropped and win their clusters; rows are returned for the others only."""
     keys = np.asarray(keys).astype(str)  # fixed-width: sorts in C, not by Python comparisons
     n = len(keys)
     if n == prior:  # nothing staged in this run
         return DEDUP.empty_table()
-    phash = np.asarray(phash, dtype=np.uint64)
-    edges = []
-    if exact:
-        edges.append(exact_pairs(np.asarray(sha256).astype(str)))
-    if near:
-        edges.append(pair_finder(phash, k))
-    labels = components(n, edges)
-    if semantic_threshold is not None and embeddings is not None:
-        labels_all = components(n, [*edges, semantic_pairs(embeddings, semantic_threshold)])
-    else:
-        labels_all = labels
-    aes = np.nan_to_num(np.asarray(aesthetic, dtype=np.float64), nan=-np.inf)
-    is_prior = np.arange(n) < prior
-    order = np.lexsort((keys, -aes, -np.asarray(pixels, dtype=np.float64), ~is_prior))
-    comp_sorted = labels_all[order]
-    _, first = np.unique(comp_sorted, return_index=True)
-    rep_of_comp = np.empty(labels_all.max() + 1, np.int64)
-    rep_of_comp[comp_sorted[first]] = order[first]
-    rep = rep_of_comp[labels_all]
-    sizes = np.bincount(labels_all)
-    in_cluster = sizes[labels_all] > 1
-    dropped = rep != np.arange(n)
     sha = np.asarray(sha256).astype(str)
+    none = np.full(n, np.nan)
+    rank = best_first(keys, pixels, aesthetic, none if letterbox is None else letterbox,
+                      none if jpeg_quality is None else jpeg_quality, prior)
+    node = collapse(hashes if near else None, sha if exact else None, n)
+    nodes = node.max() + 1
+    node_rank = np.full(nodes, n, np.int64)
+    np.minimum.at(node_rank, node, rank)
+    by_rank = np.empty(n, np.int64)
+    by_rank[rank] = np.arange(n)
+    leader = by_rank[node_rank]                  # best copy of each node
+    ei, ej = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    if near and nodes > 1:
+        found = pair_finder(hashes.take(leader), k, kd)
+        ei.append(found.i)
+        ej.append(found.j)
+    if semantic_threshold is not None and embeddings is not None:
+        si, sj = semantic_pairs(embeddings, semantic_threshold)
+        ei.append(node[si])
+        ej.append(node[sj])
+    ei, ej = np.concatenate(ei), np.concatenate(ej)
+    apart = ei != ej
+    rep_node = leader_clusters(nodes, ei[apart], ej[apart], node_rank)
+    rep = leader[rep_node[node]]
+    dropped = rep != np.arange(n)
+    in_cluster = np.bincount(rep, minlength=n)[rep] > 1
+    pdist = _phash_distance(hashes, rep) if near else np.zeros(n, np.int64)
+    near_rep = (node == node[rep]) | (_confirmed(hashes, rep, k, kd) if near else False)
     reason = np.full(n, None, dtype=object)
-    reason[dropped & (labels != labels[rep])] = Reason.SEMANTIC_DUPLICATE.value
-    reason[dropped & (labels == labels[rep])] = Reason.NEAR_DUPLICATE.value
-    reason[dropped & (labels == labels[rep]) & (sha == sha[rep])] = Reason.EXACT_DUPLICATE.value
-    reason[dropped & is_prior[rep]] = Reason.EARLIER_RUN_DUPLICATE.value
+    reason[dropped] = Reason.SEMANTIC_DUPLICATE.value
+    reason[dropped & near_rep] = Reason.NEAR_DUPLICATE.value
+    reason[dropped & (sha == sha[rep])] = Reason.EXACT_DUPLICATE.value
+    reason[dropped & (rep < prior)] = Reason.EARLIER_RUN_DUPLICATE.value
     rep_key = keys[rep]
     own = slice(prior, n)
     return pa.table({
@@ -138,5 +172,20 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, phash: np.ndarray, pixels:
         "reason": pa.array(reason[own], pa.string()),
         "dup_cluster": pa.array(np.where(in_cluster, rep_key.astype(object), None)[own], pa.string()),
         "near_duplicate_of": pa.array(np.where(dropped, rep_key.astype(object), None)[own], pa.string()),
-        "distance": pa.array(np.where(dropped, np.bitwise_count(phash ^ phash[rep]), None)[own], pa.int32()),
+        "distance": pa.array(np.where(dropped & near_rep, pdist, None)[own], pa.int32()),
     }, schema=DEDUP)
+
+
+def _phash_distance(h: Hashes, rep: np.ndarray) -> np.ndarray:
+    """pHash distance to the representative, as shown or mirrored, whichever is closer."""
+    dist = np.bitwise_count(h.p ^ h.p[rep])
+    if h.pm is not None:
+        dist = np.minimum(dist, np.bitwise_count(h.p ^ h.pm[rep]))
+    return dist.astype(np.int64)
+
+
+def _confirmed(h: Hashes, rep: np.ndarray, k: int, kd: int) -> np.ndarray:
+    ok = (np.bitwise_count(h.p ^ h.p[rep]) <= k) & (np.bitwise_count(h.d ^ h.d[rep]) <= kd)
+    if h.pm is not None:
+        ok |= (np.bitwise_count(h.p ^ h.pm[rep]) <= k) & (np.bitwise_count(h.d ^ h.dm[rep]) <= kd)
+    return ok

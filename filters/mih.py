@@ -1,19 +1,64 @@
-"""Exact Hamming-radius search over 64-bit hashes by multi-index hashing (Norouzi et al. 2012).
+"""Near-duplicate search over two 64-bit hashes (pHash, dHash) by conjunctive multi-index hashing.
 
-Split the 64 bits into m bands. If two hashes differ in at most k bits, some band differs
-in at most r = floor(k / m) bits (pigeonhole). So: index each band, probe every hash's band
-value XOR each mask of at most r bits, verify each candidate pair on all 64 bits. With
-m = k + 1 (r = 0) a pair is a candidate when it shares a whole band; for large inputs fewer,
-wider bands with r >= 1 keep buckets small. `plan` picks m from a cost model of the input
-size; every returned pair is verified, and no pair within k is missed.
+A pair is a near-duplicate when its pHashes differ in at most k bits AND its dHashes in at
+most kd bits (the dHash confirms the pHash: two different pictures rarely pass both), in the
+pictures as shown or with one of them mirrored left-right.
+
+Candidates: split the pHash into m1 bands and the dHash into m2 bands. Two hashes within
+m1 - 1 bits share a whole pHash band (pigeonhole), and likewise for the dHash. So one table
+per (pHash band, dHash band) combination, keyed on both bands, brings together every pair
+within (m1 - 1, m2 - 1) bits: exactly, whatever the data. Pairs farther apart (up to k, kd)
+share a key by chance, with a probability the bench measures. A table is one sort of n keys
+(2n with the mirrored hashes) and wide keys keep its buckets small, so the cost grows as
+n log n per table, not as n^2 (exact search at k = 10 over 64 bits would need thousands of
+probes per hash at 10M, see README). `plan` picks (m1, m2) from the input size.
+
+Every candidate is verified on both full hashes; buckets too large to compare all their pairs
+(one picture in thousands of slightly different versions) are compared in a sliding window
+over their pHash order, so memory and time stay bounded on skewed data.
 """
 
 from __future__ import annotations
 
-import itertools
-from math import comb, log2
+from dataclasses import dataclass
+from math import log2
 
 import numpy as np
+
+
+@dataclass
+class Hashes:
+    """Per picture: pHash and dHash as shown (`p`, `d`) and of the mirror image (`pm`, `dm`)."""
+
+    p: np.ndarray
+    d: np.ndarray
+    pm: np.ndarray | None = None
+    dm: np.ndarray | None = None
+
+    def __post_init__(self):
+        for name in ("p", "d", "pm", "dm"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, np.ascontiguousarray(value, dtype=np.uint64))
+
+    def __len__(self) -> int:
+        return len(self.p)
+
+    def take(self, idx: np.ndarray) -> Hashes:
+        mirror = self.pm is not None
+        return Hashes(self.p[idx], self.d[idx], self.pm[idx] if mirror else None, self.dm[idx] if mirror else None)
+
+
+@dataclass
+class Pairs:
+    """Confirmed pairs (i < j): pHash and dHash distance, and whether one side is mirrored."""
+
+    i: np.ndarray
+    j: np.ndarray
+    pdist: np.ndarray
+    ddist: np.ndarray
+    mirrored: np.ndarray
+    stats: dict
 
 
 def band_layout(m: int) -> list[tuple[int, int]]:
@@ -23,88 +68,151 @@ def band_layout(m: int) -> list[tuple[int, int]]:
     return list(zip(shifts, widths))
 
 
-def probes(width: int, r: int) -> int:
-    return sum(comb(width, i) for i in range(r + 1))
-
-
-def plan(n: int, k: int) -> tuple[int, int]:
-    """(m, r) minimising estimated work: probes (lookups) plus random candidates to verify."""
+def plan(n: int, k: int, kd: int, mirror: bool = True) -> tuple[int, int]:
+    """(m1, m2): the largest exact region (pHash m1 - 1, dHash m2 - 1 bits) whose keys are wide
+    enough (the narrowest key >= log2(records) + 2 bits) for buckets of under one record, so
+    that candidates grow about as fast as records (at 10M, 26-bit keys made 36M candidates and
+    x18 growth per 10x; 28-bit keys keep it under x15)."""
+    need = log2(max(2, n * (2 if mirror else 1))) + 2
     best = None
-    for m in range(1, min(k + 1, 64) + 1):
-        r = k // m
-        widths = [w for _, w in band_layout(m)]
-        lookups = sum(probes(w, r) for w in widths) * n
-        candidates = sum(probes(w, r) * n * n / 2 ** w for w in widths) / 2
-        cost = lookups * (1 + 0.1 * log2(max(n, 2))) + 4 * candidates
-        if best is None or cost < best[0]:
-            best = (cost, m, r)
-    return best[1], best[2]
+    for m1 in range(2, k + 2):
+        for m2 in range(2, kd + 2):
+            if 64 // m1 + 64 // m2 < need:
+                continue
+            score = (min(m1, m2), m1 + m2, m1)
+            if best is None or score > best[0]:
+                best = (score, m1, m2)
+    return (best[1], best[2]) if best else (2, 2)
 
 
-def masks(width: int, r: int) -> np.ndarray:
-    """Every `width`-bit mask with at most r bits set."""
-    out = [0]
-    for d in range(1, r + 1):
-        out += [sum(1 << b for b in bits) for bits in itertools.combinations(range(width), d)]
-    return np.array(out, dtype=np.uint64)
+def _band(h: np.ndarray, shift: int, width: int) -> np.ndarray:
+    return (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
 
 
-def mih_pairs(hashes: np.ndarray, k: int, m: int | None = None, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs (i < j) with Hamming distance <= k, each once."""
-    h = np.ascontiguousarray(hashes, dtype=np.uint64)
-    n = len(h)
+def _within_runs(sorted_keys: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Position pairs (a < b) in equal-key runs of `sorted_keys`: every pair in a run of at most
+    `window` + 1, and each position with the `window` next ones in a longer run."""
+    n = len(sorted_keys)
     if n < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    if m is None:
-        m, r = plan(n, k)
+    new = np.empty(n, bool)
+    new[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    run_start = starts[np.cumsum(new) - 1]
+    offset = np.arange(n) - run_start
+    before = np.minimum(offset, window)            # partners earlier in the same run
+    pos = np.flatnonzero(before)
+    cnt = before[pos]
+    total = int(cnt.sum())
+    b = np.repeat(pos, cnt)
+    a = b - 1 - (np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    return a, b
+
+
+def near_pairs(h: Hashes, k: int, kd: int, m1: int | None = None, m2: int | None = None,
+               window: int = 256, chunk: int = 1 << 22) -> Pairs:
+    """Every confirmed pair within (m1 - 1, m2 - 1) bits, and those farther (up to k, kd) that
+    share a key. Inputs should be distinct (p, d) codes: identical ones are collapsed first."""
+    n = len(h)
+    mirror = h.pm is not None
+    if m1 is None or m2 is None:
+        m1, m2 = plan(n, k, kd, mirror)
+    views_p = [h.p, h.pm] if mirror else [h.p]
+    views_d = [h.d, h.dm] if mirror else [h.d]
+    idx = np.tile(np.arange(n, dtype=np.int64), len(views_p))
+    flipped = np.repeat(np.arange(len(views_p), dtype=np.int8), n)
+    all_p, all_d = np.concatenate(views_p), np.concatenate(views_d)
+    stats = {"m1": m1, "m2": m2, "tables": m1 * m2}
+    found = [keyed_pairs(key, idx, flipped, all_p, all_d, k, kd, stats, window, chunk, key_bits(m1, m2))
+             for key in band_keys(all_p, all_d, m1, m2)]
+    return merge_pairs([f for part in found for f in part], n, stats)
+
+
+def band_keys(p: np.ndarray, d: np.ndarray, m1: int, m2: int):
+    """One key array per table: a pHash band and a dHash band side by side."""
+    for sp, wp in band_layout(m1):
+        kp = _band(p, sp, wp) << np.uint64(-(-64 // m2))  # the widest dHash band
+        for sd, wd in band_layout(m2):
+            yield kp | _band(d, sd, wd)
+
+
+def key_bits(m1: int, m2: int) -> int:
+    """Bits a band key can use: the widest pHash band beside the widest dHash band."""
+    return -(-64 // m1) + -(-64 // m2)
+
+
+def keyed_pairs(key, idx, flipped, p, d, k, kd, stats, window=256, chunk=1 << 22, bits=64) -> list[tuple]:
+    """Confirmed pairs among records sharing a key (records: picture index, whether its
+    hashes are the mirrored ones, pHash, dHash); `bits`: how many bits the keys use."""
+    rec, keys = _sharing_a_key(key, p, bits)
+    a, b = _within_runs(keys, window)
+    return [_verify(rec[a[s:s + chunk]], rec[b[s:s + chunk]], idx, flipped, p, d, k, kd, stats)
+            for s in range(0, len(a), chunk)]
+
+
+def _sharing_a_key(key: np.ndarray, p: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The records whose key another record shares, sorted by key then pHash (so a long run's
+    window compares near pHashes), and their keys. Most records share no key: only the sort
+    touches them (one sort of key and record id packed into one word, when they fit)."""
+    n = len(key)
+    id_bits = max(1, (n - 1).bit_length())
+    if bits + id_bits <= 64:
+        packed = np.sort((key << np.uint64(id_bits)) | np.arange(n, dtype=np.uint64))
+        keys, order = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
     else:
-        r = k // m
-    found_i, found_j = [], []
-    for shift, width in band_layout(m):
-        vals = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        # work in band-sorted order: buckets are contiguous, so candidate reads stay local
-        order = np.argsort(vals, kind="stable")
-        vals_s, h_s = vals[order], h[order]
-        span = _bucket_span(vals_s, width)
-        per_query = max(1.0, n / 2 ** width)  # expected bucket size: bounds the arrays of one chunk
-        step = int(min(chunk, max(4096, 2e7 / per_query)))
-        for mask in masks(width, r):
-            for start in range(0, n, step):
-                p = np.arange(start, min(start + step, n), dtype=np.int64)
-                probe = vals_s[p] ^ mask
-                if mask:  # a pair of different band values is found from its smaller side only
-                    up = probe > vals_s[p]
-                    p, probe = p[up], probe[up]
-                lo, cnt = span(probe)
-                total = int(cnt.sum())
-                if total == 0:
-                    continue
-                a = np.repeat(p, cnt)
-                b = np.repeat(lo, cnt) + (np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-                ha = np.repeat(h_s[p], cnt)
-                if not mask:  # within one bucket: each pair once, not with itself
-                    keep = a < b
-                    a, b, ha = a[keep], b[keep], ha[keep]
-                close = np.bitwise_count(ha ^ h_s[b]) <= k
-                i, j = order[a[close]], order[b[close]]
-                found_i.append(np.minimum(i, j))
-                found_j.append(np.maximum(i, j))
-    i, j = np.concatenate(found_i), np.concatenate(found_j)
-    pair = np.unique(i * n + j)  # a pair can surface in several bands
-    return pair // n, pair % n
+        order = np.argsort(key)
+        keys = key[order]
+    same = keys[1:] == keys[:-1]
+    shared = np.zeros(n, bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    pos = np.flatnonzero(shared)
+    rec, keys = order[pos], keys[pos]
+    by_p = np.lexsort((p[rec], keys))
+    return rec[by_p], keys[by_p]
 
 
-def _bucket_span(sorted_vals: np.ndarray, width: int):
-    """probe values -> (first position, count) of equal values in `sorted_vals`."""
-    if width <= 24:  # direct addressing
-        counts = np.bincount(sorted_vals.astype(np.int64), minlength=1 << width)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+def _verify(ra, rb, idx, flipped, all_p, all_d, k, kd, stats) -> tuple:
+    ia, ib = idx[ra], idx[rb]
+    keep = (ia != ib) & ~((flipped[ra] == 1) & (flipped[rb] == 1))  # mirror-mirror repeats as-shown
+    ra, rb, ia, ib = ra[keep], rb[keep], ia[keep], ib[keep]
+    pd = np.bitwise_count(all_p[ra] ^ all_p[rb]).astype(np.int16)
+    dd = np.bitwise_count(all_d[ra] ^ all_d[rb]).astype(np.int16)
+    p_ok, d_ok = pd <= k, dd <= kd
+    for name, count in (("candidates", len(ra)), ("phash_ok", int(p_ok.sum())), ("dhash_ok", int(d_ok.sum()))):
+        stats[name] = stats.get(name, 0) + count
+    ok = p_ok & d_ok
+    mirrored = (flipped[ra] != flipped[rb])[ok]
+    return np.minimum(ia, ib)[ok], np.maximum(ia, ib)[ok], pd[ok], dd[ok], mirrored
 
-        def span(probe):
-            q = probe.astype(np.int64)
-            return starts[q], counts[q]
-    else:
-        def span(probe):
-            lo = np.searchsorted(sorted_vals, probe, "left")
-            return lo, np.searchsorted(sorted_vals, probe, "right") - lo
-    return span
+
+def merge_pairs(found: list[tuple], n: int, stats: dict) -> Pairs:
+    """One row per pair (found in several tables, or as shown and mirrored): the closer match."""
+    if not found:
+        e = np.empty(0, np.int64)
+        return Pairs(e, e, e.astype(np.int16), e.astype(np.int16), e.astype(bool), stats)
+    i, j, pd, dd, mirrored = (np.concatenate(c) for c in zip(*found))
+    order = np.argsort((i * n + j) * 64 + pd)  # by pair, the closer match first (n up to ~3e8)
+    pair = (i * n + j)[order]
+    first = order[np.concatenate(([True], pair[1:] != pair[:-1]))] if len(pair) else order
+    stats["pairs"] = len(first)
+    return Pairs(i[first], j[first], pd[first], dd[first], mirrored[first], stats)
+
+
+def all_pairs(h: Hashes, k: int, kd: int | None = None, budget: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) with pHash within k (and dHash within kd, if given) as shown, by comparing
+    every pair in numpy: the exact baseline."""
+    p, d = h.p, h.d
+    chunk = max(1, budget // max(len(p), 1))  # bounds the distance matrix to `budget` cells
+    left, right = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for start in range(0, len(p), chunk):
+        close = np.bitwise_count(p[start:start + chunk, None] ^ p[None, :]) <= k
+        if kd is not None:
+            close &= np.bitwise_count(d[start:start + chunk, None] ^ d[None, :]) <= kd
+        i, j = np.nonzero(close)
+        i = i + start
+        keep = i < j
+        left.append(i[keep])
+        right.append(j[keep])
+    return np.concatenate(left), np.concatenate(right)

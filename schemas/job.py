@@ -157,9 +157,11 @@ class SemanticDedupConfig(Strict):
 
 class DedupConfig(Strict):
     exact: bool = Field(True, description="Drop byte-identical inputs (sha256).")
-    near: bool = Field(True, description="Drop near-duplicates by 64-bit pHash Hamming distance.")
-    max_distance: int = Field(10, ge=0, le=32, description="pHash Hamming distance k at or below which two images are near-duplicates. "
-                              "Search cost grows steeply with k: beyond a few million images keep k <= 6.")
+    near: bool = Field(True, description="Drop near-duplicates: pHash within max_distance AND dHash within confirm_distance "
+                       "(of the pictures inside their borders, as shown or one mirrored).")
+    max_distance: int = Field(10, ge=0, le=32, description="pHash Hamming distance k at or below which two images may be near-duplicates.")
+    confirm_distance: int = Field(12, ge=0, le=32, description="dHash Hamming distance at or below which a pHash match is confirmed: "
+                                  "the second, independent hash that keeps chance pHash collisions (hundreds of thousands at 10M) apart.")
     engine: Literal["auto", "local", "ray"] = Field("auto", description="local: vectorised in the driver; ray: band grouping as a Ray Data shuffle; auto: by size.")
     local_max: int = Field(20_000_000, ge=1, description="auto uses the local engine up to this many hashes.")
     against: list[str] = Field(default_factory=list, description="Earlier runs (folders or their hashes.parquet): inputs duplicating them are dropped.")

@@ -28,6 +28,10 @@ INGESTED = pa.schema([
     ("sha256", pa.string()),
     ("phash", pa.uint64()),
     ("dhash", pa.uint64()),
+    ("phash_core", pa.uint64()),      # pHash / dHash of the picture inside uniform borders (dedup)
+    ("dhash_core", pa.uint64()),
+    ("phash_mirror", pa.uint64()),    # the same, of its left-right mirror image
+    ("dhash_mirror", pa.uint64()),
     ("aesthetic", pa.float32()),
     ("quality", QUALITY),
     ("embedding", pa.list_(pa.float32())),  # L2-normalised CLIP image embedding, when kept

@@ -1,93 +1,162 @@
-"""Duplicate clustering: multi-index hashing equals a brute-force all-pairs computation, the
-representative rule, semantic and earlier-run dedup, and the Ray shuffle engine."""
+"""Duplicate decisions: the two-hash band search against brute force, identical hashes
+collapsed, leader clusters that cannot chain, the best-copy rule, semantic and earlier-run
+dedup, the Ray shuffle engine, and real photographs with planted copies."""
 
+import io
 import itertools
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
-from filters.dedup import deduplicate, near_pairs, semantic_pairs
-from filters.mih import mih_pairs, plan
-
-
-def planted(rng, n_clusters: int, size: int, k: int, noise: int) -> np.ndarray:
-    hashes = []
-    for _ in range(n_clusters):
-        base = int(rng.integers(0, 2**63)) << 1 | int(rng.integers(0, 2))
-        hashes.append(base)
-        for _ in range(size - 1):
-            flips = rng.choice(64, size=int(rng.integers(0, k + 1)), replace=False)
-            hashes.append(base ^ sum(1 << int(b) for b in flips))
-    hashes += [int(rng.integers(0, 2**63)) << 1 for _ in range(noise)]
-    return np.array(hashes, dtype=np.uint64)
+from curate import imaging
+from filters.dedup import deduplicate, leader_clusters, semantic_pairs
+from filters.mih import Hashes, all_pairs, near_pairs, plan
 
 
-def brute_force_clusters(hashes, k: int) -> set[frozenset[int]]:
-    parent = list(range(len(hashes)))
-
-    def find(i):
-        while parent[i] != i:
-            i = parent[i]
-        return i
-    for i, j in itertools.combinations(range(len(hashes)), 2):
-        if (int(hashes[i]) ^ int(hashes[j])).bit_count() <= k:
-            parent[find(i)] = find(j)
-    groups = {}
-    for i in range(len(hashes)):
-        groups.setdefault(find(i), set()).add(i)
-    return {frozenset(g) for g in groups.values()}
+def random_hashes(rng, n):
+    return rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) << np.uint64(1) | rng.integers(0, 2, n).astype(np.uint64)
 
 
-def decide(hashes, k, **kw):
-    n = len(hashes)
+def flip(rng, h, bits):
+    """`h` with `bits` distinct random bits flipped."""
+    return np.uint64(int(h) ^ sum(1 << int(b) for b in rng.choice(64, size=bits, replace=False)))
+
+
+def planted(rng, clusters: int, size: int, k: int, kd: int, noise: int) -> Hashes:
+    """Clusters whose members lie within (k, kd) of their centre, some mirrored, plus noise."""
+    p, d, pm, dm = (list(random_hashes(rng, noise)) for _ in range(4))
+    for _ in range(clusters):
+        cp, cd, cpm, cdm = random_hashes(rng, 4)
+        for m in range(size):  # member 0 is the centre itself
+            bits = [int(rng.integers(0, r + 1)) if m else 0 for r in (k, kd, k, kd)]
+            a, b, fa, fb = (flip(rng, c, n) for c, n in zip((cp, cd, cpm, cdm), bits))
+            if m % 3 == 2:  # a mirrored copy: its hashes are the centre's mirrored ones
+                a, b, fa, fb = fa, fb, a, b
+            p.append(a), d.append(b), pm.append(fa), dm.append(fb)
+    return Hashes(*(np.array(x, dtype=np.uint64) for x in (p, d, pm, dm)))
+
+
+def brute_force(h: Hashes, k: int, kd: int) -> set[tuple[int, int]]:
+    """Pairs within (k, kd) as shown or with either one mirrored, by comparing every pair."""
+    got = set()
+    views = [(h.p, h.d, h.p, h.d), (h.p, h.d, h.pm, h.dm), (h.pm, h.dm, h.p, h.d)]
+    for pa_, da, pb, db in views:
+        close = (np.bitwise_count(pa_[:, None] ^ pb[None, :]) <= k) & (np.bitwise_count(da[:, None] ^ db[None, :]) <= kd)
+        i, j = np.nonzero(close)
+        got |= {(min(a, b), max(a, b)) for a, b in zip(i.tolist(), j.tolist()) if a != b}
+    return got
+
+
+def as_set(pairs) -> set[tuple[int, int]]:
+    return set(zip(pairs.i.tolist(), pairs.j.tolist()))
+
+
+@pytest.mark.parametrize("k, kd", [(0, 0), (4, 6), (10, 12)])
+def test_band_search_with_full_radius_bands_equals_brute_force(k, kd):
+    rng = np.random.default_rng(k)
+    h = planted(rng, clusters=40, size=4, k=k, kd=kd, noise=400)
+    want = brute_force(h, k, kd)
+    got = near_pairs(h, k, kd, m1=k + 2 if k == 0 else k + 1, m2=kd + 2 if kd == 0 else kd + 1)
+    assert as_set(got) == want and len(want) >= 40 * 3
+    assert np.all(got.pdist <= k) and np.all(got.ddist <= kd)
+
+
+def test_planned_bands_find_every_pair_inside_their_exact_region_and_nothing_unconfirmed():
+    rng = np.random.default_rng(7)
+    k, kd = 10, 12
+    h = planted(rng, clusters=60, size=4, k=k, kd=kd, noise=3000)
+    m1, m2 = plan(len(h), k, kd)
+    got = as_set(near_pairs(h, k, kd))
+    inner = brute_force(h, m1 - 1, m2 - 1)
+    assert inner <= got <= brute_force(h, k, kd)
+    assert len(inner) >= 60
+
+
+def test_planner_narrows_the_exact_region_as_inputs_grow():
+    assert plan(1_000, 10, 12) == (10, 9)      # 6 + 7 bit keys for 2,000 records (as shown + mirrored)
+    assert plan(10_000_000, 10, 12) == (5, 4)  # 12 + 16 bits for 20M records
+
+
+def test_a_long_bucket_is_compared_in_a_window_and_still_finds_its_near_pairs():
+    rng = np.random.default_rng(3)
+    base_p, base_d = random_hashes(rng, 2)
+    n = 3000  # one picture in 3,000 slightly different versions: one bucket of every table
+    p = np.array([flip(rng, base_p, 1) if i % 2 else base_p ^ np.uint64(i << 40) for i in range(n)], dtype=np.uint64)
+    d = np.full(n, base_d, dtype=np.uint64) ^ np.arange(n, dtype=np.uint64)
+    got = near_pairs(Hashes(p, d), 2, 12, m1=3, m2=2, window=64)
+    assert got.stats["candidates"] <= 2 * 6 * 64 * n  # bounded by the window, not n^2 / 2
+    brute = set(zip(*[a.tolist() for a in all_pairs(Hashes(p, d), 2, 12)]))
+    assert as_set(got) <= brute and len(got.i) >= n
+
+
+def decide(h: Hashes, k=10, kd=12, **kw):
+    n = len(h)
     keys = np.array([f"k{i:05d}" for i in range(n)], dtype=object)
     shas = kw.pop("sha", np.array([f"sha{i}" for i in range(n)], dtype=object))
-    return deduplicate(keys, shas, hashes, kw.pop("pixels", np.ones(n)), kw.pop("aesthetic", np.full(n, np.nan)), k=k, **kw).to_pylist()
+    return deduplicate(keys, shas, h, kw.pop("pixels", np.ones(n)), kw.pop("aesthetic", np.full(n, np.nan)),
+                       kw.pop("letterbox", None), kw.pop("jpeg_quality", None), k=k, kd=kd, **kw).to_pylist()
 
 
-@pytest.mark.parametrize("k", [0, 2, 5, 8, 12])
-def test_clusters_equal_brute_force(k):
-    rng = np.random.default_rng(k)
-    hashes = planted(rng, n_clusters=40, size=4, k=k, noise=300)
-    rows = decide(hashes, k)
-    got = {}
-    for i, r in enumerate(rows):
-        got.setdefault(r["dup_cluster"] or r["key"], set()).add(i)
-    assert {frozenset(g) for g in got.values()} == brute_force_clusters(hashes, k)
-    for r in rows:
-        if not r["keep"]:
-            assert r["reason"] == "near_duplicate" and r["near_duplicate_of"] == r["dup_cluster"]
+def test_identical_hashes_collapse_before_the_search():
+    rng = np.random.default_rng(5)
+    other = random_hashes(rng, 4)
+    n = 50_000  # one placeholder image 50,000 times, plus 4 other pictures
+    p = np.concatenate([np.full(n, other[0]), random_hashes(rng, 4)])
+    d = np.concatenate([np.full(n, other[1]), random_hashes(rng, 4)])
+    seen = []
+
+    def finder(h, k, kd):
+        seen.append(len(h))
+        return near_pairs(h, k, kd)
+    keys = np.array([f"k{i:06d}" for i in range(n + 4)])
+    rows = deduplicate(keys, keys, Hashes(p, d, p, d), np.ones(n + 4), np.full(n + 4, np.nan), pair_finder=finder).to_pylist()
+    assert seen == [5]
+    kept = [r["key"] for r in rows if r["keep"]]
+    assert kept == ["k000000", *[f"k{i:06d}" for i in range(n, n + 4)]]
+    assert {r["near_duplicate_of"] for r in rows if not r["keep"]} == {"k000000"}
+    assert {r["distance"] for r in rows if not r["keep"]} == {0}
 
 
-@pytest.mark.parametrize("k, m", [(3, None), (6, 2), (6, 7), (10, 3), (10, None)])
-def test_multi_index_hashing_finds_exactly_the_pairs_within_k(k, m):
-    rng = np.random.default_rng(100 + k)
-    hashes = planted(rng, 60, 3, k, 500)
-    want = set(zip(*[a.tolist() for a in near_pairs(hashes, k)]))
-    got = set(zip(*[a.tolist() for a in mih_pairs(hashes, k, m=m, chunk=97)]))
-    assert got == want and len(want) >= 60
+def test_leader_clusters_do_not_chain_past_the_radius():
+    # 0 ~ 1 ~ 2 ~ 3 in a line, ranked 0 best: 1 joins 0; 2 is near only 1 (not a
+    # representative), so it leads its own cluster and 3 joins it.
+    rep = leader_clusters(4, np.array([0, 1, 2]), np.array([1, 2, 3]), np.arange(4))
+    assert rep.tolist() == [0, 0, 2, 2]
+    # ranked 1 best: 0 and 2 join 1; 3 is near only 2, a member, so it stands alone
+    rep = leader_clusters(4, np.array([0, 1, 2]), np.array([1, 2, 3]), np.array([1, 0, 2, 3]))
+    assert rep.tolist() == [1, 1, 1, 3]
 
 
-def test_planner_widens_bands_as_inputs_grow():
-    assert plan(1_000, 3) == (4, 0)          # k+1 bands sharing a whole band, while buckets stay small
-    m, r = plan(10_000_000, 4)
-    assert m < 5 and r >= 1
+def test_chained_hashes_split_where_single_link_would_merge():
+    rng = np.random.default_rng(11)
+    p, d = (int(x) for x in random_hashes(rng, 2))
+    bits = [1 << int(b) for b in rng.choice(64, size=12, replace=False)]
+    b = p ^ sum(bits[:6])       # 6 bits from a
+    c = b ^ sum(bits[6:])       # 6 more from b: 12 from a, past k = 10
+    rows = decide(Hashes(np.array([p, b, c], dtype=np.uint64), np.full(3, d, dtype=np.uint64)), pixels=np.array([300, 200, 100]))
+    assert [r["keep"] for r in rows] == [True, False, True]
+    assert rows[1]["near_duplicate_of"] == "k00000" and rows[2]["dup_cluster"] is None
 
 
-def test_representative_is_most_pixels_then_aesthetic_then_key():
-    h = np.array([0b1011 << 40, (0b1011 << 40) ^ 1, (0b1011 << 40) ^ 2, (0b1011 << 40) ^ 4], dtype=np.uint64)
-    rows = decide(h, 4, pixels=np.array([100, 400, 400, 400]), aesthetic=np.array([np.nan, 5.0, 6.0, 6.0]))
-    assert [r["keep"] for r in rows] == [False, False, True, False]
-    assert {r["near_duplicate_of"] for r in rows if not r["keep"]} == {"k00002"}
-    assert all(r["dup_cluster"] == "k00002" for r in rows)
+def test_best_copy_has_no_border_then_best_quality_then_most_pixels():
+    rng = np.random.default_rng(2)
+    p, d = random_hashes(rng, 2)
+    h = Hashes(np.array([flip(rng, p, i) for i in range(5)]), np.array([d] * 5, dtype=np.uint64))
+    rows = decide(h, pixels=np.array([4e6, 4e6, 1e6, 2e6, 9e6]), letterbox=np.array([0, 0, 0, 0, 0.2]),
+                  jpeg_quality=np.array([40, 95, 92, np.nan, 98]))
+    # 4 has most pixels but a border; 1 (q95) and 3 (PNG) count as top quality: 1 has more pixels
+    assert [r["keep"] for r in rows] == [False, True, False, False, False]
+    assert {r["near_duplicate_of"] for r in rows if not r["keep"]} == {"k00001"}
 
 
 def test_exact_duplicates_and_earlier_runs():
-    b = 0xFF << 8
-    p = 0xFFFF << 48
-    h = np.array([p, p ^ 1, b, b, b ^ 3, 0xFF0F << 20], dtype=np.uint64)
+    b = np.uint64(0xFF << 8)
+    p = np.uint64(0xFFFF << 48)
+    ph = np.array([p, p ^ np.uint64(1), b, b, b ^ np.uint64(3), np.uint64(0xFF0F << 20)], dtype=np.uint64)
+    dh = np.array([7, 7, 9, 9, 9, 1 << 40], dtype=np.uint64)
     sha = np.array(["old", "a", "same", "same", "d", "e"], dtype=object)
-    rows = decide(h, 2, sha=sha, prior=1)
+    rows = decide(Hashes(ph, dh), k=2, kd=2, sha=sha, prior=1)
     assert len(rows) == 5  # no row for the earlier run's sample
     assert [r["keep"] for r in rows] == [False, True, False, False, True]
     assert rows[0]["reason"] == "earlier_run_duplicate" and rows[0]["near_duplicate_of"] == "k00000"
@@ -106,11 +175,79 @@ def test_semantic_pairs_match_brute_force_on_clustered_embeddings():
     assert got == want and len(want) >= 30 * 10 * 0.9
 
 
+def photo_hashes(img: Image.Image, quality: int = 92) -> dict:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return imaging.dedup_hashes(imaging.decode_working(buf.getvalue(), 512))
+
+
+def test_real_photographs_with_planted_copies():
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]  # china.jpg, flower.jpg: real photos
+    rows = []
+    for photo in photos:
+        w, h = photo.size
+        bordered = Image.new("RGB", (w, h + 120), (0, 0, 0))
+        bordered.paste(photo, (0, 60))
+        copies = [photo, ImageOps.mirror(photo), bordered, photo.resize((w // 2, h // 2), Image.LANCZOS), photo]
+        rows += [photo_hashes(c, q) for c, q in zip(copies, [92, 92, 92, 92, 40])]
+        # tiles of the same photo: different pictures that share colours and texture
+        rows += [photo_hashes(photo.crop((x, y, x + w // 2, y + h // 2))) for x in (0, w // 2) for y in (0, h // 2)]
+    h = Hashes(*(np.array([r[c] for r in rows], dtype=np.uint64) for c in ("phash_core", "dhash_core", "phash_mirror", "dhash_mirror")))
+    n = len(rows)
+    letterbox = np.array([0.0, 0.0, 0.28, 0.0, 0.0, 0, 0, 0, 0] * 2)
+    quality = np.array([92, 92, 92, 92, 40, 92, 92, 92, 92] * 2)
+    pixels = np.array([6, 6, 7.2, 1.5, 6, 1.5, 1.5, 1.5, 1.5] * 2)
+    keys = np.array([f"k{i:02d}" for i in range(n)])
+    out = deduplicate(keys, keys, h, pixels, np.full(n, np.nan), letterbox, quality).to_pylist()
+    assert [r["keep"] for r in out] == [True, False, False, False, False, True, True, True, True] * 2
+    assert [r["near_duplicate_of"] for r in out if not r["keep"]] == ["k00"] * 4 + ["k09"] * 4
+
+
+def test_content_box_finds_a_real_photo_inside_added_borders():
+    from sklearn.datasets import load_sample_images
+
+    photo = Image.fromarray(load_sample_images().images[0])  # china.jpg, 640 x 427
+    framed = Image.new("RGB", (640 + 2 * 30, 427 + 2 * 60), (255, 255, 255))
+    framed.paste(photo, (30, 60))
+    assert imaging.content_box(framed) == (30, 60, 670, 487)
+    assert imaging.content_box(photo) == (0, 0, 640, 427)
+    assert imaging.content_box(Image.new("RGB", (200, 100), (9, 9, 9))) == (0, 0, 200, 100)  # all flat: untouched
+
+
+def test_a_mirrored_picture_swaps_its_hashes_as_shown_and_mirrored():
+    from sklearn.datasets import load_sample_images
+
+    photo = Image.fromarray(load_sample_images().images[1])  # flower.jpg
+    a, b = imaging.dedup_hashes(photo), imaging.dedup_hashes(ImageOps.mirror(photo))
+    assert (b["phash_core"], b["dhash_core"]) == (a["phash_mirror"], a["dhash_mirror"])
+    assert (b["phash_mirror"], b["dhash_mirror"]) == (a["phash_core"], a["dhash_core"])
+    assert bin(a["phash_core"] ^ a["phash_mirror"]).count("1") > 20  # the photo is not symmetric
+
+
+def test_earlier_run_indexes_without_the_dedup_hashes(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.phases.dedup import dedup_hashes, prior_hashes
+
+    base = {"key": ["a"], "sha256": ["s"], "phash": pa.array([5], pa.uint64()), "pixels": [4], "aesthetic": pa.array([None], pa.float32()),
+            "run": ["old"]}
+    pq.write_table(pa.table(base), tmp_path / "oldest.parquet")
+    with pytest.raises(ValueError, match="has no dhash column"):
+        prior_hashes([str(tmp_path / "oldest.parquet")])
+    pq.write_table(pa.table({**base, "dhash": pa.array([7], pa.uint64())}), tmp_path / "older.parquet")
+    h = dedup_hashes(prior_hashes([str(tmp_path / "older.parquet")]))
+    assert (h.p.tolist(), h.d.tolist(), h.pm.tolist(), h.dm.tolist()) == ([5], [7], [5], [7])  # whole-picture hashes stand in
+
+
 def test_ray_shuffle_engine_equals_the_local_engine(ray_cluster):
-    from curate.phases.dedup import ray_mih_pairs
+    from curate.phases.dedup import ray_near_pairs
 
     rng = np.random.default_rng(8)
-    hashes = planted(rng, 50, 4, 6, 2000)
-    local = set(zip(*[a.tolist() for a in mih_pairs(hashes, 6)]))
-    shuffled = set(zip(*[a.tolist() for a in ray_mih_pairs(hashes, 6)]))
-    assert shuffled == local and len(local) >= 150
+    h = planted(rng, 50, 4, 10, 12, 2000)
+    local = near_pairs(h, 10, 12)
+    shuffled = ray_near_pairs(h, 10, 12, blocks=4)
+    assert as_set(shuffled) == as_set(local) and len(local.i) >= 150
+    assert shuffled.mirrored.tolist() == local.mirrored.tolist() and shuffled.pdist.tolist() == local.pdist.tolist()

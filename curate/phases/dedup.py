@@ -17,12 +17,13 @@ from curate.phases.ingest import STAGED
 from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from filters.dedup import deduplicate
-from filters.mih import band_layout, masks, mih_pairs, plan
+from filters.mih import Hashes, Pairs, band_keys, keyed_pairs, merge_pairs, near_pairs, plan
 from schemas.job import Job
 from schemas.record import INGESTED
 
+DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror"]
 HASHES = pa.schema([("key", pa.string()), ("sha256", pa.string()), ("phash", pa.uint64()), ("pixels", pa.int64()),
-                    ("aesthetic", pa.float32()), ("run", pa.string())])
+                    ("aesthetic", pa.float32()), ("run", pa.string()), *[(c, pa.uint64()) for c in DEDUP_HASHES]])
 
 
 def staged_rows(run: RunDir, embeddings: bool = False) -> pa.Table:
@@ -37,56 +38,76 @@ def prior_hashes(paths: list[str]) -> pa.Table:
     tables = []
     for p in paths:
         path = Path(p) / "hashes.parquet" if Path(p).is_dir() else Path(p)
-        tables.append(pq.read_table(path, schema=HASHES))
+        table = pq.read_table(path)
+        if "dhash" not in table.column_names:
+            raise ValueError(f"dedup.against: {path} has no dhash column (written before dHash confirmed pHash "
+                             "matches): run that job again with this version to index it")
+        for f in HASHES:  # the border-trimmed and mirrored hashes are optional: dedup falls back to phash/dhash
+            if f.name not in table.column_names:
+                table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+        tables.append(table.select(HASHES.names).cast(HASHES))
     return pa.concat_tables(tables) if tables else HASHES.empty_table()
 
 
-def emit_band_records(batch: dict, m: int, r: int) -> dict:
-    """Per hash and band: an owner record at its band value, a query record at each value
-    within r bits of it. Grouping by (band, value) brings every candidate pair together."""
-    idx, h = batch["idx"], batch["hash"].astype(np.uint64)
-    out = {"band": [], "value": [], "idx": [], "hash": [], "owner": []}
-    for b, (shift, width) in enumerate(band_layout(m)):
-        vals = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        for mask in masks(width, r):
-            out["band"].append(np.full(len(h), b, np.int16))
-            out["value"].append((vals ^ mask).astype(np.uint64))
-            out["idx"].append(idx)
-            out["hash"].append(h)
-            out["owner"].append(np.full(len(h), mask == 0))
-    return {k: np.concatenate(v) for k, v in out.items()}
+def dedup_hashes(table: pa.Table) -> Hashes:
+    """The border-trimmed (and mirrored) hashes dedup compares; rows without them (earlier
+    runs' indexes from before they existed) fall back to the whole-picture pHash/dHash."""
+    def col(name: str, fallback: str) -> np.ndarray:
+        return pc.coalesce(table[name], table[fallback]).to_numpy(zero_copy_only=False).astype(np.uint64)
+    return Hashes(col("phash_core", "phash"), col("dhash_core", "dhash"),
+                  col("phash_mirror", "phash"), col("dhash_mirror", "dhash"))
 
 
-def verify_group(group: dict, k: int) -> dict:
-    owners = np.flatnonzero(group["owner"])
-    h, idx = group["hash"].astype(np.uint64), group["idx"]
-    if len(owners) == 0:
-        return {"i": np.empty(0, np.int64), "j": np.empty(0, np.int64)}
-    a, b = np.meshgrid(np.arange(len(h)), owners, indexing="ij")
-    a, b = a.ravel(), b.ravel()
-    close = (idx[a] != idx[b]) & (np.bitwise_count(h[a] ^ h[b]) <= k)
-    i, j = idx[a][close], idx[b][close]
-    return {"i": np.minimum(i, j), "j": np.maximum(i, j)}
+def emit_band_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
+    """Per picture, view (as shown, mirrored) and band table: one record keyed by (table, pHash
+    band, dHash band), and the partition of that key. Partitions hold whole keys."""
+    n = len(batch["idx"])
+    p, d = np.concatenate([batch["p"], batch["pm"]]), np.concatenate([batch["d"], batch["dm"]])
+    out = {"part": [], "table": [], "key": [], "idx": [], "flipped": [], "p": [], "d": []}
+    for t, key in enumerate(band_keys(p.astype(np.uint64), d.astype(np.uint64), m1, m2)):
+        out["part"].append(((key * np.uint64(0x9E3779B97F4A7C15) + np.uint64(t)) >> np.uint64(40)) % np.uint64(parts))
+        out["table"].append(np.full(2 * n, t, np.int32))
+        out["key"].append(key)
+        out["idx"].append(np.tile(batch["idx"], 2))
+        out["flipped"].append(np.repeat(np.array([0, 1], np.int8), n))
+        out["p"].append(p)
+        out["d"].append(d)
+    return {name: np.concatenate(v) for name, v in out.items()}
 
 
-def ray_mih_pairs(hashes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same pairs as `mih_pairs`, with the band grouping done by a Ray Data shuffle."""
+def verify_partition(group: dict, k: int, kd: int) -> dict:
+    """The confirmed pairs of one partition's keys, found as `near_pairs` finds them."""
+    p, d = group["p"].astype(np.uint64), group["d"].astype(np.uint64)
+    key = group["key"].astype(np.uint64)
+    pairs = []
+    for t in np.unique(group["table"]):
+        rows = np.flatnonzero(group["table"] == t)
+        pairs += keyed_pairs(key[rows], group["idx"][rows], group["flipped"][rows], p[rows], d[rows], k, kd, {})
+    i, j, pd, dd, mirrored = (np.concatenate(c) for c in zip(*pairs)) if pairs else [np.empty(0)] * 5
+    return {"i": i.astype(np.int64), "j": j.astype(np.int64), "pdist": pd.astype(np.int16),
+            "ddist": dd.astype(np.int16), "mirrored": mirrored.astype(bool)}
+
+
+def ray_near_pairs(h: Hashes, k: int, kd: int, blocks: int | None = None) -> Pairs:
+    """The pairs of `near_pairs`, with the band tables spread over the cluster by a Ray Data
+    shuffle: records are hash-partitioned by key, and each partition is sorted and verified
+    where it lands, so no node holds more than its share of the n * tables records."""
     import ray.data
 
-    n = len(hashes)
+    n = len(h)
+    m1, m2 = plan(n, k, kd)
+    stats = {"m1": m1, "m2": m2, "tables": m1 * m2}
     if n < 2:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    m, r = plan(n, k)
-    ds = ray.data.from_arrow(pa.table({"idx": np.arange(n, dtype=np.int64), "hash": np.asarray(hashes, np.uint64)}))
-    pairs = (ds.repartition(max(1, min(64, n // 50_000 + 1)))
-             .map_batches(emit_band_records, fn_kwargs={"m": m, "r": r}, batch_format="numpy")
-             .groupby(["band", "value"])
-             .map_groups(verify_group, fn_kwargs={"k": k}, batch_format="numpy"))
-    got = [b for b in pairs.iter_batches(batch_format="numpy", batch_size=None) if len(b["i"])]
-    if not got:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    key = np.unique(np.concatenate([b["i"] for b in got]) * n + np.concatenate([b["j"] for b in got]))
-    return key // n, key % n
+        return merge_pairs([], n, stats)
+    blocks = blocks or max(1, min(64, n // 50_000 + 1))
+    ds = ray.data.from_arrow(pa.table({"idx": np.arange(n, dtype=np.int64), "p": h.p, "d": h.d, "pm": h.pm, "dm": h.dm}))
+    pairs = (ds.repartition(blocks)
+             .map_batches(emit_band_records, fn_kwargs={"m1": m1, "m2": m2, "parts": 4 * blocks}, batch_format="numpy")
+             .groupby("part")
+             .map_groups(verify_partition, fn_kwargs={"k": k, "kd": kd}, batch_format="numpy"))
+    got = [tuple(b[c] for c in ("i", "j", "pdist", "ddist", "mirrored"))
+           for b in pairs.iter_batches(batch_format="numpy", batch_size=None) if len(b["i"])]
+    return merge_pairs(got, n, stats)
 
 
 def run_dedup(job: Job, run: RunDir) -> dict:
@@ -103,15 +124,22 @@ def run_dedup(job: Job, run: RunDir) -> dict:
 
     pixels = np.concatenate([prior["pixels"].to_numpy(zero_copy_only=False),
                              (pc.multiply(staged["width"].cast(pa.int64()), staged["height"].cast(pa.int64()))).to_numpy(zero_copy_only=False)])
+    hashes = prior.select(["phash", *DEDUP_HASHES]).cast(staged.select(["phash", *DEDUP_HASHES]).schema)
+    hashes = dedup_hashes(pa.concat_tables([hashes, staged.select(["phash", *DEDUP_HASHES])]))
+    quality = staged["quality"].combine_chunks()
+    unknown = np.full(prior.num_rows, np.nan)
+    letterbox = np.concatenate([unknown, quality.field("letterbox").to_numpy(zero_copy_only=False)])
+    jpeg_quality = np.concatenate([unknown, quality.field("jpeg_quality").to_numpy(zero_copy_only=False)])
     embeddings = None
     if cfg.semantic.enabled and staged.num_rows:
         if prior.num_rows:
             raise ValueError("dedup.semantic with dedup.against is not supported: earlier runs keep no embeddings")
         embeddings = np.stack(staged["embedding"].to_numpy(zero_copy_only=False))
     decisions = deduplicate(
-        col("key"), col("sha256"), col("phash"), pixels, col("aesthetic"), exact=cfg.exact, near=cfg.near,
-        k=cfg.max_distance, embeddings=embeddings, semantic_threshold=cfg.semantic.threshold if cfg.semantic.enabled else None,
-        prior=prior.num_rows, pair_finder=mih_pairs if engine == "local" else ray_mih_pairs,
+        col("key"), col("sha256"), hashes, pixels, col("aesthetic"), letterbox, jpeg_quality, exact=cfg.exact,
+        near=cfg.near, k=cfg.max_distance, kd=cfg.confirm_distance, embeddings=embeddings,
+        semantic_threshold=cfg.semantic.threshold if cfg.semantic.enabled else None, prior=prior.num_rows,
+        pair_finder=near_pairs if engine == "local" else ray_near_pairs,
     )
     write_parquet_atomic(run.dedup, decisions)
     dropped = decisions.filter(pc.invert(decisions["keep"]))

@@ -92,7 +92,7 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
                 "decodes": imaging.decode_count() - before}
     quality = {**signals(img), "jpeg_quality": header.jpeg_quality}
     out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),
-               quality=quality, status=STAGED, received=reader.received, avoided=0)
+               **imaging.dedup_hashes(img), quality=quality, status=STAGED, received=reader.received, avoided=0)
     if job.filters.aesthetics.enabled:
         out.update(pixels=img.tobytes(), pixels_shape=[img.height, img.width])
     out["decodes"] = imaging.decode_count() - before

@@ -20,7 +20,7 @@ from curate.engine import split_by
 from curate.imaging import ORIENTATION_TAG, fit_within, for_training, sha256
 from curate.outputs import output_for
 from curate.phases.caption import CAPTIONED_OK
-from curate.phases.dedup import HASHES, staged_rows
+from curate.phases.dedup import DEDUP_HASHES, HASHES, staged_rows
 from curate.sources import stored_bytes
 from curate.storage import (
     RunDir,
@@ -165,7 +165,7 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
             raise RuntimeError(f"wrote {stored.num_rows} samples for {index.num_rows} planned")
         index = with_members(index, stored)
     write_partitioned_atomic(run.index, index.select(INDEX.names).sort_by("key"), "bucket")
-    write_parquet_atomic(run.hashes, hash_index(job, index))
+    write_parquet_atomic(run.hashes, hash_index(job, index, staged_rows(run)))
     write_parquet_atomic(run.report / "hallucinations.parquet", evidence_table(captioned, index))
     card = dataset_card(job, index, f"{shard_folder(job.output.bucket_table)}/*/*.tar")
     write_bytes_atomic(run.root / "README.md", card.encode())
@@ -190,10 +190,11 @@ def evidence_table(captioned: pa.Table, index: pa.Table) -> pa.Table:
     return pa.Table.from_arrays([captioned["key"], *children], schema=HALLUCINATION).sort_by("key")
 
 
-def hash_index(job: Job, index: pa.Table) -> pa.Table:
+def hash_index(job: Job, index: pa.Table, staged: pa.Table) -> pa.Table:
     """What a later run needs to drop duplicates of this run's samples (`dedup.against`)."""
     phash = [int(h, 16) for h in index["phash"].to_pylist()]
     pixels = pc.multiply(index["width"].cast(pa.int64()), index["height"].cast(pa.int64()))
-    return pa.table({"key": index["key"], "sha256": index["sha256"], "phash": pa.array(phash, pa.uint64()), "pixels": pixels,
-                     "aesthetic": index["aesthetic"], "run": pa.array([job.name] * index.num_rows, pa.string())},
-                    schema=HASHES).sort_by("key")
+    table = pa.table({"key": index["key"], "sha256": index["sha256"], "phash": pa.array(phash, pa.uint64()), "pixels": pixels,
+                      "aesthetic": index["aesthetic"], "run": pa.array([job.name] * index.num_rows, pa.string())})
+    hashes = staged.select(["key", *DEDUP_HASHES])
+    return table.join(hashes, "key", join_type="left outer").select(HASHES.names).cast(HASHES).sort_by("key")
