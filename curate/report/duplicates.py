@@ -31,7 +31,10 @@ def merged_groups(rejects: pa.Table, distances: dict[str, int | None]) -> list[t
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rejects.select(cols).to_pylist():
         if row.get("reason") in DUPLICATE_REASONS and row.get("near_duplicate_of"):
-            groups[row["near_duplicate_of"]].append({**row, "distance": distances.get(row["key"])})
+            distance = distances.get(row["key"])
+            if distance is None and row["reason"] == "exact_duplicate":
+                distance = 0   # the same bytes: the same hashes
+            groups[row["near_duplicate_of"]].append({**row, "distance": distance})
     worst = lambda copies: max((c["distance"] or 0) for c in copies)  # noqa: E731
     ordered = sorted(groups.items(), key=lambda kv: (-worst(kv[1]), kv[0]))[:MAX_GROUPS]
     return [(kept, sorted(copies, key=lambda c: (-(c["distance"] or 0), c["key"]))[:MAX_COPIES]) for kept, copies in ordered]
@@ -65,7 +68,8 @@ def section(groups: list[tuple[str, list[dict]]], kept: dict[str, Thumb], copies
     for key, rejected in groups:
         cells = "".join(
             f'<td class="dup-copy">{img(copies[c["key"]], c["key"])}<br><code>{esc(c["key"])}</code><br>'
-            f'{esc(c["reason"])}, distance <b class="dup-distance">{esc(c["distance"])}</b></td>' for c in rejected)
+            f'{esc(c["reason"])}, distance <b class="dup-distance">{esc("n/a" if c["distance"] is None else c["distance"])}</b></td>'
+            for c in rejected)
         rows.append(f'<tr data-kept="{esc(key)}"><td class="dup-kept">{img(kept[key], key)}<br><code>{esc(key)}</code>'
                     f"<br><span class=muted>kept</span></td>{cells}</tr>")
     note = (f'<p class="cap-note">showing {len(groups)} of {total:,} kept samples with dropped copies, largest distance first</p>'
