@@ -251,10 +251,14 @@ def export_pixart_cmd(
 ):
     """PixArt-sigma's data layout (InternImgs + data_info.json) from a run's shards."""
     from curate.export import export_pixart
+    from curate.progress import phase_progress
 
     try:
-        n = export_pixart(run_dir, folder, dense=dense, prompt=prompt, prompt_fallback=prompt_fallback,
-                          only_4k=only_4k, buckets=bucket, min_aesthetic=min_aesthetic)
+        with phase_progress(err) as bars:
+            task = bars.add_task("export", total=None)
+            n = export_pixart(run_dir, folder, dense=dense, prompt=prompt, prompt_fallback=prompt_fallback,
+                              only_4k=only_4k, buckets=bucket, min_aesthetic=min_aesthetic,
+                              progress=lambda done, total: bars.update(task, completed=done, total=total))
     except (FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc), code=1)
     out.print(f"exported {n} samples to {folder}/InternImgs and {folder}/InternData/data_info.json")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import tarfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,13 +34,15 @@ def select(index, only_4k: bool = False, buckets: list[str] | None = None, min_a
 
 
 def export_pixart(run: Path, out: Path, dense: str | None = None, prompt: str = "alt", prompt_fallback: str | None = None,
-                  only_4k: bool = False, buckets: list[str] | None = None, min_aesthetic: float | None = None) -> int:
+                  only_4k: bool = False, buckets: list[str] | None = None, min_aesthetic: float | None = None,
+                  progress: Callable[[int, int], None] = lambda done, total: None) -> int:
     """Write the PixArt layout for the selected samples of `run`; returns the number exported.
 
     `sharegpt4v` is the captioner `dense` (default: the run's training caption). `prompt` is the
     captioner (or `alt`) used as the original caption; a sample without it gets `prompt_fallback`'s
     text (default: the run's training caption), so PixArt never trains on an empty prompt.
     Images are the shards' members as stored: already upright, as PixArt's loader needs.
+    `progress(done, total)` is called after each sample.
     """
     rows = select(read_index(RunDir(run)), only_4k, buckets, min_aesthetic).to_pylist()
     output = run_output(run)
@@ -63,6 +66,7 @@ def export_pixart(run: Path, out: Path, dense: str | None = None, prompt: str = 
                     # PixArt asserts a non-empty sharegpt4v: fall back to the training caption
                     "sharegpt4v": (captions.get(dense) if dense else None) or row["caption"],
                 })
+                progress(len(entries), len(rows))
     missing = len(rows) - len(entries)
     if missing:
         raise RuntimeError(f"{missing} indexed samples were not found in their shards")

@@ -66,4 +66,5 @@ def test_export_subsets_the_4k_images_buckets_and_aesthetics(demo_run, tmp_path)
         infos = json.loads((out / "InternData/data_info.json").read_text())
         assert {i["path"] for i in infos} == expected and expected, args
         assert {p.name for p in (out / "InternImgs").iterdir()} == expected
+        assert f"{len(expected)}/{len(expected)}" in res.stderr   # progress, to the last sample
         assert all(i["prompt"] for i in infos)   # default fallback: the training caption
