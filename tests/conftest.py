@@ -113,3 +113,20 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess
     exe = Path(sys.executable).with_name("curate")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False,
                           env={**os.environ, "COLUMNS": "200"})
+
+
+def kill_mid_caption(args: list[str], root: Path, timeout: float = 300) -> None:
+    """Start `curate run` (args) as its own process group and SIGKILL the whole group as soon as
+    the first caption unit of `root` is committed."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and len(list((root / "_work/caption").glob("*.done"))) < 1:
+            assert proc.poll() is None, "run finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

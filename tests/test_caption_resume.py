@@ -4,16 +4,12 @@ each sample draws from a generator seeded by the run's seed and its key, not by 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.conftest import DEMO_JOB, demo_overrides, set_args
+from tests.conftest import DEMO_JOB, demo_overrides, kill_mid_caption, set_args
 from tests.test_resume import outputs
 
 
@@ -36,15 +32,7 @@ def test_a_sampled_run_killed_in_caption_resumes_to_the_same_shards(corpus, tiny
 
     root = tmp_path / "killed"
     args = [str(Path(sys.executable).with_name("curate")), "run", str(DEMO_JOB), *set_args(sampled(corpus, tiny_vlm, root))]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and len(list((root / "_work/caption").glob("*.done"))) < 1:
-            assert proc.poll() is None, "run finished before it could be killed"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_mid_caption(args, root, timeout=300)
     captioned = len(list((root / "_work/caption").glob("*.done")))
     assert not (root / "manifest.json").exists() and captioned < len(list((root / "_work/ingest").glob("*.done")))
     resumed = run_job(load_job(DEMO_JOB, sampled(corpus, tiny_vlm, root)), DEMO_JOB)  # in process: no second Ray start

@@ -4,18 +4,14 @@ finishes on re-run with output identical to an uninterrupted run."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.conftest import DEMO_JOB, cli, demo_overrides, set_args
+from tests.conftest import DEMO_JOB, cli, demo_overrides, kill_mid_caption, set_args
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, str]]:
@@ -79,15 +75,7 @@ def test_killed_run_resumes_to_the_same_output(demo_run, corpus, tiny_vlm, tmp_p
     root = tmp_path / "killed"
     args = [str(Path(sys.executable).with_name("curate")), "run", str(DEMO_JOB),
             *set_args(demo_overrides(corpus, tiny_vlm, root))]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and len(list((root / "_work/caption").glob("*.done"))) < 1:
-            assert proc.poll() is None, "run finished before it could be killed"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_mid_caption(args, root, timeout=240)
     assert not (root / "manifest.json").exists() and not (root / "index").exists()
     for tar in root.glob("ar*/*/*.tar"):  # whatever is visible is whole (temporaries are hidden)
         with tarfile.open(tar) as tf:
