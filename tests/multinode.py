@@ -34,7 +34,11 @@ def main() -> None:
         while not committed.exists():
             time.sleep(0.05)
         cluster.remove_node(nodes[-1])
-        removed.set()
+        import pyarrow.parquet as pq
+
+        work = Path(job.out) / "_work"
+        if len(list((work / phase).glob("*.done"))) < pq.read_metadata(work / "plan.parquet").num_rows:   # the node went while the phase still had units to do
+            removed.set()
 
     if phase != "none":
         threading.Thread(target=remove_mid_phase, daemon=True).start()

@@ -39,12 +39,12 @@ def test_three_one_cpu_nodes_finish_and_survive_losing_one(tiny_vlm, ray_cluster
     src = tmp_path / "imgs"
     src.mkdir()
     rng = np.random.default_rng(3)
-    for i in range(6):
+    for i in range(12):   # enough caption work that the node goes while units are still pending
         img, alt = render(rng, 1024, 1024)
         img.save(src / f"p{i}.jpg", quality=85)
         (src / f"p{i}.txt").write_text(alt)
     captioner = {"model": str(tiny_vlm), "preset": "greedy", "image_side": 64, "batch_size": 2,
-                 "generation": {"max_new_tokens": 4, "min_new_tokens": 4}}
+                 "generation": {"max_new_tokens": 24, "min_new_tokens": 24}}
     job = {
         "name": "nodes", "out": str(tmp_path / "out"),
         "sources": [{"type": "folder", "path": str(src)}],
@@ -64,7 +64,7 @@ def test_three_one_cpu_nodes_finish_and_survive_losing_one(tiny_vlm, ray_cluster
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["removed"]
-    assert result["counts"] == {"inputs": 6, "written": 6, "rejected": {}, "failed": {}, "is_4k": 0}
+    assert result["counts"] == {"inputs": 12, "written": 12, "rejected": {}, "failed": {}, "is_4k": 0}
     # the same job on the one-node test cluster, undisturbed: byte-identical output
     from curate.jobs import load_job
     from curate.runner import run_job
