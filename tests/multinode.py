@@ -3,7 +3,7 @@ removing a worker node mid-phase. Run in its own process (the test session holds
 python -m tests.multinode SHAPE PHASE JOB_YAML RESULT_JSON
 
 SHAPE is CPUs per worker node, e.g. "1,1,1"; PHASE (ingest or caption) removes the last worker
-node once that phase has committed its first unit, "none" removes nothing. RESULT_JSON receives
+node mid-phase (ingest: after its first commit; caption: as it starts), "none" removes nothing. RESULT_JSON receives
 the manifest's counts and timings, and whether a node was removed.
 """
 
@@ -30,13 +30,14 @@ def main() -> None:
     removed = threading.Event()
 
     def remove_mid_phase() -> None:
-        committed = Path(job.out) / "_work" / phase   # appears with the phase's first commit
-        while not committed.exists():
+        work = Path(job.out) / "_work"
+        # ingest: its first commit; caption: as it starts (dedup's marker), while its actors load
+        started = work / ("dedup.done" if phase == "caption" else phase)
+        while not started.exists():
             time.sleep(0.05)
         cluster.remove_node(nodes[-1])
         import pyarrow.parquet as pq
 
-        work = Path(job.out) / "_work"
         if len(list((work / phase).glob("*.done"))) < pq.read_metadata(work / "plan.parquet").num_rows:   # the node went while the phase still had units to do
             removed.set()
 
