@@ -90,7 +90,8 @@ def print_summary(manifest: dict, resumed: bool, root: Path) -> None:
         out.print(f"hallucination: {h['scored']} captions scored, mean score {h['mean_score']}; flags: {flags}")
     if manifest.get("timings_s"):
         out.print("time per phase (s): " + ", ".join(f"{k} {v}" for k, v in manifest["timings_s"].items()))
-    where = manifest["outputs"].get("out", str(root))
+    out_url = manifest["outputs"].get("out", "")
+    where = out_url if out_url.startswith("s3://") else str(root)   # a local run is where it is now (copied or not)
     out.print(f"shards: {where}/{', '.join(manifest['outputs']['shards'])}/  index: {where}/index/  "
               f"rejects: {where}/rejects/  report: {root}/report/index.html")
 

@@ -83,6 +83,8 @@ def test_status_json_and_the_log_file_of_a_copied_run(demo_run, tmp_path):
     assert state["counts"] == demo_run.manifest["counts"]
     assert state["paths"]["report"] == str(copy.resolve() / "report" / "index.html")
     assert state["logs"] and all(p.startswith(str(copy.resolve() / "logs")) for p in state["logs"])
+    shown = cli("status", str(copy)).stdout.replace("\n", "")   # the summary names the copy, not where it was made
+    assert f"shards: {copy.resolve()}/ar1024/" in shown and str(demo_run.run_dir) not in shown
     log = Path(state["logs"][-1]).read_text()
     assert all(f"{phase}: done" in log for phase in ("ingest", "dedup", "caption", "write")) and "complete:" in log
     # in progress: units per phase, of the planned total
