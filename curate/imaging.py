@@ -7,6 +7,7 @@ quality or embedding stages) uses that one decoded image.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -185,10 +186,9 @@ def for_training(data: bytes, size: tuple[int, int], fmt: str | None, quality: i
 def jpegtran(data: bytes, orientation: int) -> bytes | None:
     """`data` (a JPEG) turned upright without re-encoding, its EXIF dropped (ICC kept); None when
     jpegtran is not installed or the transform is not exact for this image (partial edge blocks)."""
-    import shutil
     import subprocess
 
-    exe = shutil.which("jpegtran")
+    exe = _jpegtran_path()
     if exe is None or orientation not in _JPEGTRAN:
         return None
     try:
@@ -197,6 +197,13 @@ def jpegtran(data: bytes, orientation: int) -> bytes | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout if done.returncode == 0 and done.stdout else None
+
+
+@functools.cache
+def _jpegtran_path() -> str | None:
+    import shutil
+
+    return shutil.which("jpegtran")
 
 
 def reencode(data: bytes, size: tuple[int, int], fmt: str, quality: int) -> bytes:

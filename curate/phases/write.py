@@ -41,10 +41,9 @@ def shard_folder(table: int) -> str:
     return f"ar{table}"
 
 
-def plan_records(job: Job, run: RunDir, captioned: pa.Table) -> pa.Table:
+def plan_records(job: Job, run: RunDir, captioned: pa.Table, staged: pa.Table) -> pa.Table:
     """Index rows (without file checks) for every captioned sample, with shard and member."""
     captioned = captioned.filter(pc.equal(captioned["status"], CAPTIONED_OK)).drop_columns(["evidence"])
-    staged = staged_rows(run)
     dedup = pq.read_table(run.dedup, schema=DEDUP).select(["key", "dup_cluster"])
     meta = {r["key"]: r for r in staged.to_pylist()}
     clusters = dict(zip(dedup["key"].to_pylist(), dedup["dup_cluster"].to_pylist()))
@@ -146,7 +145,8 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
     if run.is_done(run.marker("write")):
         return {"skipped": True}
     captioned = read_parquet_dir(run.caption, CAPTIONED)
-    index = plan_records(job, run, captioned)
+    staged = staged_rows(run)   # read once: the plan's metadata and the next run's hash index
+    index = plan_records(job, run, captioned, staged)
     shards = sorted(set(index["shard"].to_pylist()))
     output_for(job).sweep(shard_folder(job.output.bucket_table))
     if shards:
@@ -165,7 +165,7 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
             raise RuntimeError(f"wrote {stored.num_rows} samples for {index.num_rows} planned")
         index = with_members(index, stored)
     write_partitioned_atomic(run.index, index.select(INDEX.names).sort_by("key"), "bucket")
-    write_parquet_atomic(run.hashes, hash_index(job, index, staged_rows(run)))
+    write_parquet_atomic(run.hashes, hash_index(job, index, staged))
     write_parquet_atomic(run.report / "hallucinations.parquet", evidence_table(captioned, index))
     card = dataset_card(job, index, f"{shard_folder(job.output.bucket_table)}/*/*.tar")
     write_bytes_atomic(run.root / "README.md", card.encode())
