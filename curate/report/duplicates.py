@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.report.thumbnails import Thumb, placeholder, thumbnail_of
 
@@ -25,12 +26,21 @@ DUPLICATE_REASONS = ("near_duplicate", "exact_duplicate", "semantic_duplicate")
 ReadInput = Callable[[dict], bytes]    # a rejects row (key, unit, uri, source) -> the input's bytes
 
 
+def dropped_duplicates(rejects: pa.Table) -> pa.Table:
+    """The rejects that were merged into a kept sample (filtered by Arrow, not row by row)."""
+    if "near_duplicate_of" not in rejects.column_names:
+        return rejects.slice(0, 0)
+    merged = pc.and_(pc.is_in(rejects["reason"], value_set=pa.array(DUPLICATE_REASONS, pa.string())),
+                     pc.is_valid(rejects["near_duplicate_of"]))
+    return rejects.filter(pc.fill_null(merged, False))
+
+
 def merged_groups(rejects: pa.Table, distances: dict[str, int | None]) -> list[tuple[str, list[dict]]]:
     """(kept key, rejected copies) for the merges to show, largest distance first."""
     cols = [c for c in ("key", "unit", "reason", "near_duplicate_of", "uri", "source") if c in rejects.column_names]
     groups: dict[str, list[dict]] = defaultdict(list)
-    for row in rejects.select(cols).to_pylist():
-        if row.get("reason") in DUPLICATE_REASONS and row.get("near_duplicate_of"):
+    for row in dropped_duplicates(rejects).select(cols).to_pylist():
+        if row["near_duplicate_of"]:
             distance = distances.get(row["key"])
             if distance is None and row["reason"] == "exact_duplicate":
                 distance = 0   # the same bytes: the same hashes
@@ -80,7 +90,4 @@ def section(groups: list[tuple[str, list[dict]]], kept: dict[str, Thumb], copies
 
 
 def count_groups(rejects: pa.Table) -> int:
-    if "near_duplicate_of" not in rejects.column_names:
-        return 0
-    rows = rejects.select(["reason", "near_duplicate_of"]).to_pylist()
-    return len({r["near_duplicate_of"] for r in rows if r["reason"] in DUPLICATE_REASONS and r["near_duplicate_of"]})
+    return pc.count_distinct(dropped_duplicates(rejects)["near_duplicate_of"]).as_py() if "near_duplicate_of" in rejects.column_names else 0

@@ -502,7 +502,9 @@ def render_html(manifest: dict, index: pa.Table, rejects: pa.Table, hallucinatio
     take = pa.array(needed, pa.int64())
     groups = duplicates.merged_groups(rejects, distances or {})
     kept_keys = {k for k, _ in groups}
-    needed = sorted(set(needed) | {i for i, k in enumerate(index["key"].to_pylist()) if k in kept_keys})
+    if kept_keys:   # the kept side of each merge shown (vectorised: the index may hold millions of rows)
+        found = pc.indices_nonzero(pc.is_in(index["key"], value_set=pa.array(sorted(kept_keys), pa.string())))
+        needed = sorted(set(needed) | set(found.to_pylist()))
     take = pa.array(needed, pa.int64())
     cols = [c for c in ("key", "source", "url", "width", "height", "is_4k", "bucket", "aesthetic", "caption",
                         "caption_tokens", "caption_cut", "shard", "member", "member_offset", "member_bytes") if c in index.column_names]
