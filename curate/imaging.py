@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from filters.quality import jpeg_quality
+from schemas.reasons import InputError, Reason
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 ORIENTATION_TAG = 0x0112
@@ -46,10 +47,6 @@ def decode_count() -> int:
     return _DECODES[0]
 
 
-class ProbeError(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 @dataclass(frozen=True)
@@ -75,21 +72,21 @@ _OTHER_IMAGES = [b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00
 def sniff(head: bytes) -> str:
     """Format by magic bytes (never by name or Content-Type): 'jpg' | 'png' | 'webp', or raise."""
     if not head:
-        raise ProbeError("empty_file", "zero bytes")
+        raise InputError(Reason.EMPTY_FILE, "zero bytes")
     for magic, fmt in _MAGIC:
         if head.startswith(magic):
             return fmt
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     if any(head.startswith(m) for m in _OTHER_IMAGES) or head[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
-        raise ProbeError("unsupported_format", f"image format with magic {head[:12]!r} is not JPEG, PNG or WebP")
-    raise ProbeError("not_an_image", f"unrecognised bytes starting {head[:16]!r}")
+        raise InputError(Reason.UNSUPPORTED_FORMAT, f"image format with magic {head[:12]!r} is not JPEG, PNG or WebP")
+    raise InputError(Reason.NOT_AN_IMAGE, f"unrecognised bytes starting {head[:16]!r}")
 
 
 def probe(data: bytes) -> Header:
     """Format, EXIF-corrected size and orientation from the header, without decoding pixels."""
     if not data:
-        raise ProbeError("empty_file", "zero bytes")
+        raise InputError(Reason.EMPTY_FILE, "zero bytes")
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = _CAMERA_JPEG.get(img.format, img.format)
@@ -97,11 +94,11 @@ def probe(data: bytes) -> Header:
             orientation = _orientation(img)
             quality = jpeg_quality(getattr(img, "quantization", None)) if fmt == "JPEG" else None
     except UnidentifiedImageError:
-        raise ProbeError("not_an_image", f"unrecognised bytes starting {data[:8]!r}") from None
+        raise InputError(Reason.NOT_AN_IMAGE, f"unrecognised bytes starting {data[:8]!r}") from None
     except Exception as exc:  # corrupt headers raise many types inside Pillow's plugins
-        raise ProbeError("not_an_image", f"unreadable header: {exc}") from None
+        raise InputError(Reason.NOT_AN_IMAGE, f"unreadable header: {exc}") from None
     if fmt not in FORMATS:
-        raise ProbeError("unsupported_format", f"format {fmt}")
+        raise InputError(Reason.UNSUPPORTED_FORMAT, f"format {fmt}")
     if orientation in _SWAPS_AXES:
         w, h = h, w
     return Header(FORMATS[fmt], w, h, orientation, quality)
@@ -129,7 +126,7 @@ def decode_working(data: bytes, side: int) -> Image.Image:
     source is that large; EXIF-rotated, RGB.
 
     JPEG uses draft mode (DCT scaling: a 4K image decodes straight at 1/8 size, never in
-    full), other formats decode then reduce. Raises ProbeError('decode_error') on truncated
+    full), other formats decode then reduce. Raises InputError('decode_error') on truncated
     or corrupt pixel data.
     """
     try:
@@ -142,7 +139,7 @@ def decode_working(data: bytes, side: int) -> Image.Image:
             img = ImageOps.exif_transpose(img)
             return rgb8(img)
     except Exception as exc:
-        raise ProbeError("decode_error", f"pixel data unreadable: {exc}") from None
+        raise InputError(Reason.DECODE_ERROR, f"pixel data unreadable: {exc}") from None
 
 
 ENCODERS = {ext: fmt for fmt, ext in FORMATS.items()}

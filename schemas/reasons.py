@@ -76,3 +76,12 @@ _FAILURES = {
     Reason.READ_ERROR, Reason.CAPTION_FAILED, Reason.WORKER_ERROR, Reason.HTTP_ERROR, Reason.TIMEOUT,
     Reason.RATE_LIMITED, Reason.TOO_MANY_REDIRECTS, Reason.REDIRECT_LOOP, Reason.FETCH_ERROR,
 }
+
+
+class InputError(Exception):
+    """An input that cannot go on, with its reason: raised by sources, the network rules and the
+    image probe/decode alike, and caught once in ingest, where it becomes a rejects row."""
+
+    def __init__(self, reason: Reason | str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = Reason(reason), detail

@@ -149,14 +149,15 @@ def test_url_list_formats_read_alike(tmp_path):
 def test_redirect_to_metadata_is_refused_even_when_private_networks_are_allowed():
     import asyncio
 
-    from curate.sources.netsafety import Refused, address_verdict, check_url, redact
+    from curate.sources.netsafety import address_verdict, check_url, redact
+    from schemas.reasons import InputError
 
     assert address_verdict("169.254.169.254", allow_private=True)
     assert address_verdict("::ffff:169.254.169.254", allow_private=True)
     assert address_verdict("127.0.0.1", allow_private=True) is None
     assert address_verdict("10.1.2.3", allow_private=False)
     assert address_verdict("8.8.8.8", allow_private=False) is None  # a verdict only: nothing is contacted
-    with pytest.raises(Refused, match="scheme 'file'"):
+    with pytest.raises(InputError, match="scheme 'file'"):
         asyncio.run(check_url("file:///etc/passwd", True))
     assert redact("https://user:pw@host.example:8443/a.jpg?x=1") == "https://***@host.example:8443/a.jpg?x=1"
 

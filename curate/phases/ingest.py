@@ -21,14 +21,14 @@ from curate.engine import actor_resources, commit_by_unit
 from curate.phases.embed import EmbedActor
 from curate.phases.rejects import rejects_from
 from curate.sources import expand_unit, read_alt_sidecar
-from curate.sources.base import Input, InputError, printable
+from curate.sources.base import Input, printable
 from curate.sources.http import HttpSession
 from curate.sources.netsafety import scrub
 from curate.storage import RunDir, write_parquet_atomic
 from filters.quality import quality_verdict, signals
 from filters.resolution import is_4k, resolution_verdict
 from schemas.job import Job
-from schemas.reasons import Reason
+from schemas.reasons import InputError, Reason
 from schemas.record import INGESTED, rows_to_table
 
 STAGED = "staged"
@@ -42,12 +42,12 @@ def base_row(inp: Input, job: Job, unit: dict) -> dict:
 async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> dict:
     row = base_row(inp, job, unit)
     if inp.error:
-        return {**row, "status": inp.error.reason, "detail": inp.error.detail}
+        return {**row, "status": inp.error.reason.value, "detail": inp.error.detail}
     reader = inp.reader
     try:
         return {**row, **await _fetch_and_hash(reader, job, inp, blobs, unit["source"])}
-    except (InputError, imaging.ProbeError) as exc:
-        return {**row, "status": exc.reason, "detail": exc.detail, "received": reader.received}
+    except InputError as exc:
+        return {**row, "status": exc.reason.value, "detail": exc.detail, "received": reader.received}
     finally:
         await reader.close()
 
@@ -62,7 +62,7 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
     data = head if whole else None
     try:
         header = imaging.probe(head)
-    except imaging.ProbeError:
+    except InputError:
         if whole:
             raise
         decodes = imaging.decode_count() - before
@@ -87,8 +87,8 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
     # from here to the end: one decode, shared by hashing, quality and (as pixels) the embedding actor
     try:
         img = imaging.decode_working(data, job.ingest.working_side)
-    except imaging.ProbeError as exc:
-        return {**out, "status": exc.reason, "detail": exc.detail, "received": reader.received,
+    except InputError as exc:
+        return {**out, "status": exc.reason.value, "detail": exc.detail, "received": reader.received,
                 "decodes": imaging.decode_count() - before}
     quality = {**signals(img), "jpeg_quality": header.jpeg_quality}
     out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),

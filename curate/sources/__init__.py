@@ -24,7 +24,6 @@ from curate.sources import s3, wds
 from curate.sources.base import (
     SIDECAR_MAX_BYTES,
     Input,
-    InputError,
     LocalReader,
     file_kind,
     key_for,
@@ -36,6 +35,7 @@ from curate.sources.http import HttpReader, HttpSession
 from curate.sources.netsafety import MAX_URL_CHARS, redact
 from curate.storage import write_parquet_atomic
 from schemas.job import Job, UrlListSource
+from schemas.reasons import InputError, Reason
 
 INPUTS = pa.schema([("row", pa.int64()), ("uri", pa.string()), ("size", pa.int64()), ("alt", pa.string()), ("alt_uri", pa.string()),
                     ("error", pa.string()), ("error_detail", pa.string())])   # error: a listed entry refused unread
@@ -70,19 +70,19 @@ def walk_folder(root: Path, exts: list[str]) -> Iterator[tuple[Path, str | None,
 
 def _refusal(root: Path, path: Path, entry: os.DirEntry) -> tuple[str | None, str | None]:
     if entry.name.startswith("."):
-        return "hidden_file", "a dot-file (hidden) is not an input"
+        return Reason.HIDDEN_FILE, "a dot-file (hidden) is not an input"
     if entry.is_file(follow_symlinks=False):   # from the directory entry: no stat call
         return None, None
     mode = entry.stat(follow_symlinks=False).st_mode
     if stat.S_ISLNK(mode):
         real = os.path.realpath(path)
         if not os.path.exists(real):
-            return "broken_link", "a dangling symlink or a symlink loop"
+            return Reason.BROKEN_LINK, "a dangling symlink or a symlink loop"
         if os.path.commonpath([real, root]) != str(root):
-            return "unsafe_path", "a symlink to a path outside the source folder"
+            return Reason.UNSAFE_PATH, "a symlink to a path outside the source folder"
         mode = os.stat(real).st_mode
     if not stat.S_ISREG(mode):
-        return "not_a_file", f"not a regular file ({file_kind(mode)})"
+        return Reason.NOT_A_FILE, f"not a regular file ({file_kind(mode)})"
     return None, None
 
 
@@ -179,7 +179,7 @@ def expand_unit(unit: dict, job: Job, session: HttpSession | None) -> Iterator[I
             inp = Input(key_for(f"{src.path}#{r['row']}"), redact(url), None, alt=r["alt"])
             if len(url) > MAX_URL_CHARS:  # refused unread, and not copied whole into every report
                 inp.uri = f"{redact(url[:200])}... ({len(url)} characters)"
-                inp.error = InputError("bad_url", f"URL of {len(url)} characters > {MAX_URL_CHARS}")
+                inp.error = InputError(Reason.BAD_URL, f"URL of {len(url)} characters > {MAX_URL_CHARS}")
             else:
                 inp.reader = HttpReader(session, url)
             yield inp
@@ -194,7 +194,7 @@ def expand_unit(unit: dict, job: Job, session: HttpSession | None) -> Iterator[I
         except InputError as exc:
             inp.error = exc
         except OSError as exc:
-            inp.error = InputError("read_error", f"{type(exc).__name__}: {exc.strerror}")
+            inp.error = InputError(Reason.READ_ERROR, f"{type(exc).__name__}: {exc.strerror}")
         yield inp
 
 
@@ -228,7 +228,7 @@ def read_local(path: Path, folder: str, limit: int) -> bytes:
     try:
         size = os.fstat(fd).st_size
         if size > limit:
-            raise InputError("too_many_bytes", f"{size} bytes > {limit}")
+            raise InputError(Reason.TOO_MANY_BYTES, f"{size} bytes > {limit}")
         return read_fd(fd, size, limit)
     finally:
         os.close(fd)

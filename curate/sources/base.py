@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote_to_bytes, urlparse
 
+from schemas.reasons import InputError, Reason
+
 SIDECAR_MAX_BYTES = 16 << 10   # alt text longer than this is not alt text (sidecar or txt member)
 
 
@@ -28,12 +30,6 @@ def printable(name: str) -> str:
     return name.encode(errors="surrogateescape").decode(errors="backslashreplace")
 
 
-class InputError(Exception):
-    """An input that cannot be read, with its reason code (schemas.reasons)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 class Reader(Protocol):
@@ -75,10 +71,10 @@ def open_inside(root: Path, path: Path) -> int:
     Raises InputError (unsafe_path, not_a_file, broken_link)."""
     real = os.path.realpath(path)
     if not os.path.exists(real):
-        raise InputError("broken_link", "a dangling symlink or a symlink loop")
+        raise InputError(Reason.BROKEN_LINK, "a dangling symlink or a symlink loop")
     rel = os.path.relpath(real, root)
     if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
-        raise InputError("unsafe_path", "resolves to a path outside the source folder")
+        raise InputError(Reason.UNSAFE_PATH, "resolves to a path outside the source folder")
     parts = rel.split(os.sep)
     fd = os.open(root, _DIR_FLAGS)
     try:
@@ -89,13 +85,13 @@ def open_inside(root: Path, path: Path) -> int:
         try:
             nxt = os.open(parts[-1], _OPEN_FLAGS, dir_fd=fd)
         except OSError as exc:
-            raise InputError("unsafe_path", f"changed while being opened: {exc.strerror}") from None
+            raise InputError(Reason.UNSAFE_PATH, f"changed while being opened: {exc.strerror}") from None
     finally:
         os.close(fd)
     mode = os.fstat(nxt).st_mode
     if not stat.S_ISREG(mode):
         os.close(nxt)
-        raise InputError("not_a_file", f"not a regular file ({file_kind(mode)})")
+        raise InputError(Reason.NOT_A_FILE, f"not a regular file ({file_kind(mode)})")
     return nxt
 
 
@@ -111,10 +107,10 @@ def read_fd(fd: int, size: int, limit: int) -> bytes:
     """The whole file behind `fd` (its fstat size `size`), refusing one that holds more than
     its size says (a /proc or sysfs file reports 0 or 4096) or more than `limit`."""
     if size > limit:
-        raise InputError("too_many_bytes", f"{size} bytes > max_bytes {limit}")
+        raise InputError(Reason.TOO_MANY_BYTES, f"{size} bytes > max_bytes {limit}")
     data = os.pread(fd, size + 1, 0)
     if len(data) != size:
-        raise InputError("read_error", f"file holds {'more' if len(data) > size else 'fewer'} bytes than its size ({size}) says")
+        raise InputError(Reason.READ_ERROR, f"file holds {'more' if len(data) > size else 'fewer'} bytes than its size ({size}) says")
     return data
 
 
@@ -132,7 +128,7 @@ class LocalReader:
         if self.size > max_bytes:
             os.close(self.fd)
             self.fd = -1
-            raise InputError("too_many_bytes", f"{self.size} bytes > max_bytes {max_bytes}")
+            raise InputError(Reason.TOO_MANY_BYTES, f"{self.size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
         data = os.pread(self.fd, min(n, self.size), 0)
@@ -159,7 +155,7 @@ class MemoryReader:
     def __init__(self, data: bytes, max_bytes: int):
         self.data, self.size, self.received = data, len(data), len(data)
         if self.size > max_bytes:
-            raise InputError("too_many_bytes", f"{self.size} bytes > max_bytes {max_bytes}")
+            raise InputError(Reason.TOO_MANY_BYTES, f"{self.size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
         return self.data

@@ -10,8 +10,8 @@ import asyncio
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from curate.sources.base import InputError
 from schemas.job import S3Options
+from schemas.reasons import InputError, Reason
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -58,8 +58,8 @@ def get_object(uri: str, opts: S3Options, start: int | None = None, end: int | N
     except Exception as exc:
         code = _short(exc)
         if code in ("PreconditionFailed", "412"):
-            raise InputError("read_error", f"S3 GET {uri}: changed between the header read and the full read") from None
-        raise InputError("read_error", f"S3 GET {uri}: {code}") from None
+            raise InputError(Reason.READ_ERROR, f"S3 GET {uri}: changed between the header read and the full read") from None
+        raise InputError(Reason.READ_ERROR, f"S3 GET {uri}: {code}") from None
 
 
 def open_stream(uri: str, opts: S3Options):
@@ -82,7 +82,7 @@ class S3Reader:
         self._head = b""
         self._etag: str | None = None
         if size > max_bytes:
-            raise InputError("too_many_bytes", f"{size} bytes > max_bytes {max_bytes}")
+            raise InputError(Reason.TOO_MANY_BYTES, f"{size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
         if self.size == 0:
