@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from filters.quality import jpeg_quality
 from schemas.reasons import InputError, Reason
@@ -28,25 +28,12 @@ _SWAPS_AXES = {5, 6, 7, 8}
 Image.MAX_IMAGE_PIXELS = None
 
 
-_DECODES = [0]
-_pillow_load = ImageFile.ImageFile.load
+@dataclass
+class Decodes:
+    """Pixel decodes of one input, counted by the functions that decode (ingest reports them
+    per input and the manifest sums them: each image passing the gate should cost exactly one)."""
 
-
-def _counting_load(image: ImageFile.ImageFile):
-    """Pillow's load, counting real pixel decodes (a load with tiles left to decode)."""
-    if image.tile:
-        _DECODES[0] += 1
-    return _pillow_load(image)
-
-
-ImageFile.ImageFile.load = _counting_load
-
-
-def decode_count() -> int:
-    """Pixel decodes so far in this process (ingest reports the count per input)."""
-    return _DECODES[0]
-
-
+    count: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,18 +108,21 @@ def _orientation(img: Image.Image) -> int:
     return value if value in range(1, 9) else 1
 
 
-def decode_working(data: bytes, side: int) -> Image.Image:
+def decode_working(data: bytes, side: int, decodes: Decodes | None = None) -> Image.Image:
     """Decode once at working size: long side <= `side`, short side >= `side // 2` where the
     source is that large; EXIF-rotated, RGB.
 
     JPEG uses draft mode (DCT scaling: a 4K image decodes straight at 1/8 size, never in
     full), other formats decode then reduce. Raises InputError('decode_error') on truncated
-    or corrupt pixel data.
+    or corrupt pixel data. Counts one decode in `decodes` once the pixels are being read (a
+    decode that fails part-way counts too: its work was done).
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
+            if decodes is not None:
+                decodes.count += 1
             if img.format == "JPEG":
                 img.draft("RGB", (side // 2, side // 2))
             img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)

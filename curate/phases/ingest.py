@@ -53,10 +53,8 @@ async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> d
 
 
 async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, source: int) -> dict:
-    """Each stretch between awaits is synchronous, so the decode counter's change over it
-    belongs to this input alone."""
     head = await reader.head(job.fetch.header_bytes)
-    before = imaging.decode_count()
+    decodes = imaging.Decodes()
     imaging.sniff(head)
     whole = reader.size is not None and len(head) >= reader.size
     data = head if whole else None
@@ -65,9 +63,7 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
     except InputError:
         if whole:
             raise
-        decodes = imaging.decode_count() - before
         data = await reader.rest()  # the header lies beyond the first bytes
-        before = imaging.decode_count() - decodes
         header = imaging.probe(data)
     rule = job.filters.resolution
     out = {"format": header.format, "width": header.width, "height": header.height, "exif_rotated": header.rotated,
@@ -79,23 +75,21 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
     if verdict:
         avoided = reader.size - reader.received if reader.size is not None and data is None else 0
         return {**out, "status": verdict[0].value, "detail": verdict[1], "received": reader.received,
-                "avoided": max(avoided, 0), "decodes": imaging.decode_count() - before}
+                "avoided": max(avoided, 0), "decodes": decodes.count}
     if data is None:
-        decodes = imaging.decode_count() - before
         data = await reader.rest()
-        before = imaging.decode_count() - decodes
     # from here to the end: one decode, shared by hashing, quality and (as pixels) the embedding actor
     try:
-        img = imaging.decode_working(data, job.ingest.working_side)
+        img = imaging.decode_working(data, job.ingest.working_side, decodes)
     except InputError as exc:
         return {**out, "status": exc.reason.value, "detail": exc.detail, "received": reader.received,
-                "decodes": imaging.decode_count() - before}
+                "decodes": decodes.count}
     quality = {**signals(img), "jpeg_quality": header.jpeg_quality}
     out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),
                **imaging.dedup_hashes(img), quality=quality, status=STAGED, received=reader.received, avoided=0)
     if job.filters.aesthetics.enabled:
         out.update(pixels=img.tobytes(), pixels_shape=[img.height, img.width])
-    out["decodes"] = imaging.decode_count() - before
+    out["decodes"] = decodes.count
     verdict = quality_verdict(quality, job.filters.quality)
     if verdict:
         out.update(status=verdict[0].value, detail=verdict[1], pixels=None)
