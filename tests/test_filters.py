@@ -130,7 +130,7 @@ def test_low_aesthetic_gate_in_the_actor(tiny_clip):
     import pyarrow as pa
 
     from curate.phases.embed import EmbedActor
-    from curate.phases.ingest import WITH_PIXELS
+    from schemas.record import WITH_PIXELS
 
     imgs = pictures(3)
     rows = [{"unit": "u", "key": f"k{i}", "status": "staged", "pixels": im.tobytes(), "pixels_shape": [im.height, im.width]}

@@ -13,7 +13,7 @@ from PIL import Image
 from filters.aesthetics import AestheticScorer
 from schemas.job import AestheticsConfig
 from schemas.reasons import Reason
-from schemas.record import INGESTED
+from schemas.record import INGESTED, STAGED
 
 
 class EmbedActor:
@@ -32,6 +32,6 @@ class EmbedActor:
             row["aesthetic"] = float(score)
             if self.cfg.keep_embeddings:
                 row["embedding"] = emb.astype(np.float32).tolist()
-            if self.cfg.min_aesthetic is not None and score < self.cfg.min_aesthetic and row["status"] == "staged":
+            if self.cfg.min_aesthetic is not None and score < self.cfg.min_aesthetic and row["status"] == STAGED:
                 row.update(status=Reason.LOW_AESTHETIC.value, detail=f"aesthetic {score:.2f} < min_aesthetic {self.cfg.min_aesthetic}", blob=None)
         return pa.Table.from_pylist([{k: r.get(k) for k in INGESTED.names} for r in rows], schema=INGESTED)

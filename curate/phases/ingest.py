@@ -29,9 +29,7 @@ from filters.quality import quality_verdict, signals
 from filters.resolution import is_4k, resolution_verdict
 from schemas.job import Job
 from schemas.reasons import InputError, Reason
-from schemas.record import INGESTED, rows_to_table
-
-STAGED = "staged"
+from schemas.record import INGESTED, STAGED, WITH_PIXELS, rows_to_table
 
 
 def base_row(inp: Input, job: Job, unit: dict) -> dict:
@@ -136,9 +134,6 @@ async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
     for r in rows:
         r["unit_total"] = len(rows)
     return rows
-
-
-WITH_PIXELS = INGESTED.append(pa.field("pixels", pa.binary())).append(pa.field("pixels_shape", pa.list_(pa.int32())))
 
 
 def ingest_block(batch: pa.Table, job_json: str, root: str) -> pa.Table:

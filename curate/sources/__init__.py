@@ -36,11 +36,7 @@ from curate.sources.netsafety import MAX_URL_CHARS, redact
 from curate.storage import write_parquet_atomic
 from schemas.job import Job, UrlListSource
 from schemas.reasons import InputError, Reason
-
-INPUTS = pa.schema([("row", pa.int64()), ("uri", pa.string()), ("size", pa.int64()), ("alt", pa.string()), ("alt_uri", pa.string()),
-                    ("error", pa.string()), ("error_detail", pa.string())])   # error: a listed entry refused unread
-UNITS = pa.schema([("unit", pa.string()), ("source", pa.int32()), ("kind", pa.string()), ("path", pa.string()),
-                   ("start", pa.int64()), ("stop", pa.int64())])
+from schemas.record import INPUTS, UNITS
 
 
 def _wanted(name: str, exts: list[str]) -> bool:
