@@ -5,6 +5,7 @@ pipeline could not finish it (unreadable, captioner error). Both keep a row in `
 """
 
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Outcome(StrEnum):
@@ -76,6 +77,13 @@ _FAILURES = {
     Reason.READ_ERROR, Reason.CAPTION_FAILED, Reason.WORKER_ERROR, Reason.HTTP_ERROR, Reason.TIMEOUT,
     Reason.RATE_LIMITED, Reason.TOO_MANY_REDIRECTS, Reason.REDIRECT_LOOP, Reason.FETCH_ERROR,
 }
+
+
+class Verdict(NamedTuple):
+    """A gate's judgement of a sample (filters.gates): why it is rejected."""
+
+    reason: Reason
+    detail: str
 
 
 class InputError(Exception):

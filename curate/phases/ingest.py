@@ -25,8 +25,9 @@ from curate.sources.base import Input, printable
 from curate.sources.http import HttpSession
 from curate.sources.netsafety import scrub
 from curate.storage import RunDir, write_parquet_atomic
-from filters.quality import quality_verdict, signals
-from filters.resolution import is_4k, resolution_verdict
+from filters import gates
+from filters.quality import signals
+from filters.resolution import is_4k
 from schemas.job import Job
 from schemas.reasons import InputError, Reason
 from schemas.record import INGESTED, STAGED, WITH_PIXELS, rows_to_table
@@ -66,14 +67,9 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
     rule = job.filters.resolution
     out = {"format": header.format, "width": header.width, "height": header.height, "exif_rotated": header.rotated,
            "is_4k": is_4k(header.width, header.height, rule), "bytes": reader.size}
-    verdict = None
-    if header.width * header.height > job.ingest.max_pixels:
-        verdict = (Reason.DECOMPRESSION_BOMB, f"{header.width}x{header.height} > max_pixels {job.ingest.max_pixels}")
-    verdict = verdict or resolution_verdict(header.width, header.height, rule)
-    if verdict:
+    if gates.apply(gates.gates_for(job, gates.HEADER), out):   # before the rest of the bytes is fetched
         avoided = reader.size - reader.received if reader.size is not None and data is None else 0
-        return {**out, "status": verdict[0].value, "detail": verdict[1], "received": reader.received,
-                "avoided": max(avoided, 0), "decodes": decodes.count}
+        return {**out, "received": reader.received, "avoided": max(avoided, 0), "decodes": decodes.count}
     if data is None:
         data = await reader.rest()
     # from here to the end: one decode, shared by hashing, quality and (as pixels) the embedding actor
@@ -88,9 +84,8 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
     if job.filters.aesthetics.enabled:
         out.update(pixels=img.tobytes(), pixels_shape=[img.height, img.width])
     out["decodes"] = decodes.count
-    verdict = quality_verdict(quality, job.filters.quality)
-    if verdict:
-        out.update(status=verdict[0].value, detail=verdict[1], pixels=None)
+    if gates.apply(gates.gates_for(job, gates.PIXELS), out):
+        out["pixels"] = None
         return out
     if inp.alt is None and inp.alt_uri:
         out["alt"], refused = await asyncio.to_thread(read_alt_sidecar, inp.alt_uri, job, source)
@@ -162,7 +157,8 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
     aes = job.filters.aesthetics
     if aes.enabled:
         num_cpus, num_gpus = actor_resources("aesthetics", aes.num_cpus, aes.num_gpus, 1)
-        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"cfg_json": aes.model_dump_json()}, batch_size=aes.batch_size,
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"cfg_json": aes.model_dump_json(),
+                                                               "gates": gates.gates_for(job, gates.EMBEDDING)}, batch_size=aes.batch_size,
                             batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=aes.concurrency))
     # listed sources know their size; a tar's inputs are only known once it is read
