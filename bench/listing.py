@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import rate, table
-from curate.sources import walk_folder
+from curate.sources.folder import walk_folder
 
 EXTS = ["jpg", "jpeg", "png", "webp"]
 

@@ -127,7 +127,7 @@ def test_private_addresses_are_refused_without_the_setting(web, tiny_vlm, ray_cl
 
 
 def test_url_list_formats_read_alike(tmp_path):
-    from curate.sources import read_url_list
+    from curate.sources.urllist import read_url_list
     from schemas.job import UrlListSource
 
     table = pa.table({"url": ["http://a/1.jpg", "https://b/2.png", None], "text": ["one, with comma", 'two "quoted"', "three"]})

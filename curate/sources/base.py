@@ -10,12 +10,20 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 from urllib.parse import unquote_to_bytes, urlparse
 
+import pyarrow as pa
+
 from schemas.reasons import InputError, Reason
+from schemas.record import INPUTS
+
+if TYPE_CHECKING:
+    from curate.sources.http import HttpSession
+    from schemas.job import Job
 
 SIDECAR_MAX_BYTES = 16 << 10   # alt text longer than this is not alt text (sidecar or txt member)
 
@@ -52,6 +60,64 @@ class Input:
     meta: dict = field(default_factory=dict)   # source metadata (e.g. a webdataset sample's json)
     error: InputError | None = None            # set when the input is broken before any read
     note: str | None = None                    # kept in the row's detail (e.g. why its alt text was refused)
+
+
+class Datasource:
+    """One configured source, shaped like Ray Data's Datasource or img2dataset's reader:
+    `list()` runs on the driver and says what the source holds (an INPUTS table, in a stable
+    order); `open(row)` runs in a worker and turns one listed row into an `Input` whose reader
+    fetches the bytes, or which carries the reason it cannot be read. A source whose rows are
+    containers (`streams`: a webdataset tar) is planned one unit per row and expanded by
+    `stream(uri, limit)` instead, since its inputs are known only once it is read."""
+
+    type: ClassVar[str]
+    streams: ClassVar[bool] = False
+
+    def __init__(self, job: Job, index: int, session: HttpSession | None = None):
+        self.job, self.index, self.cfg = job, index, job.sources[index]
+        self.max_bytes = job.ingest.max_bytes
+        self.session = session   # the ingest task's HTTP session (URL lists only)
+
+    def list(self) -> pa.Table:
+        raise NotImplementedError
+
+    def open(self, row: dict) -> Input:
+        """A listed file or object: refused when listed (`error`), else opened by `reader(row)`."""
+        inp = Input(key_for(row["uri"]), row["uri"], None, alt_uri=row["alt_uri"])
+        if row["error"]:
+            inp.error = InputError(row["error"], row["error_detail"])
+            return inp
+        try:
+            inp.reader = self.reader(row)
+        except InputError as exc:
+            inp.error = exc
+        except OSError as exc:
+            inp.error = InputError(Reason.READ_ERROR, f"{type(exc).__name__}: {exc.strerror}")
+        return inp
+
+    def reader(self, row: dict) -> Reader:
+        raise NotImplementedError
+
+    def stream(self, uri: str, limit: int | None) -> Iterator[Input]:
+        """The inputs of one listed container (streaming sources only), at most `limit`."""
+        raise NotImplementedError
+
+
+def wanted(name: str, exts: list[str]) -> bool:
+    """A name with one of the source's image extensions."""
+    return Path(name).suffix.lower() in {"." + e.lower().lstrip(".") for e in exts}
+
+
+def listing(entries: list[tuple[str, int, str | None, str | None]], sidecars: bool, has_text) -> pa.Table:
+    """The INPUTS table of (uri, size, refusal reason, detail) entries, in URI order; with
+    `sidecars`, each readable entry whose `<stem>.txt` exists (`has_text(uri)`) points at it."""
+    rows = []
+    for n, (uri, size, why, detail) in enumerate(sorted(entries)):
+        sidecar = uri.rsplit(".", 1)[0] + ".txt"
+        has_sidecar = sidecars and why is None and has_text(sidecar)
+        rows.append({"row": n, "uri": uri, "size": size, "alt": None, "alt_uri": sidecar if has_sidecar else None,
+                     "error": why, "error_detail": detail})
+    return pa.Table.from_pylist(rows, schema=INPUTS)
 
 
 def local_path(uri: str) -> Path:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from functools import lru_cache
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
+import pyarrow as pa
+
+from curate.sources.base import Datasource, listing, wanted
 from schemas.job import S3Options
 from schemas.reasons import InputError, Reason
 
@@ -71,6 +75,22 @@ def open_stream(uri: str, opts: S3Options):
 def _short(exc: Exception) -> str:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
     return code or f"{type(exc).__name__}: {exc}"
+
+
+class S3Prefix(Datasource):
+    """Objects under an S3 prefix (dot-files skipped); `<stem>.txt` objects are alt-text sidecars."""
+
+    type = "s3"
+
+    def list(self) -> pa.Table:
+        objects = list_objects(self.cfg.prefix, self.cfg.s3)
+        entries = [(u, n, None, None) for u, n in objects
+                   if wanted(u, self.cfg.extensions) and not PurePosixPath(u).name.startswith(".")]
+        texts = {u for u, _ in objects if u.endswith(".txt")}
+        return listing(entries, self.cfg.alt_text == "sidecar", texts.__contains__)
+
+    def reader(self, row: dict) -> S3Reader:
+        return S3Reader(row["uri"], row["size"], self.cfg.s3, self.max_bytes)
 
 
 class S3Reader:

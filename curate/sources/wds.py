@@ -12,9 +12,12 @@ import json
 import tarfile
 from collections.abc import Iterator
 
+import pyarrow as pa
+
 from curate.sources import s3
 from curate.sources.base import (
     SIDECAR_MAX_BYTES,
+    Datasource,
     Input,
     MemoryReader,
     key_for,
@@ -22,8 +25,22 @@ from curate.sources.base import (
 )
 from schemas.job import WebdatasetSource
 from schemas.reasons import InputError, Reason
+from schemas.record import INPUTS
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class WebdatasetTars(Datasource):
+    """Tar shards: `list()` lists the tars (each planned as one unit), `stream` reads one."""
+
+    type = "webdataset"
+    streams = True
+
+    def list(self) -> pa.Table:
+        return pa.Table.from_pylist([{"row": n, "uri": tar} for n, tar in enumerate(list_tars(self.cfg))], schema=INPUTS)
+
+    def stream(self, uri: str, limit: int | None) -> Iterator[Input]:
+        return iter_samples(uri, self.cfg, self.max_bytes, limit)
 
 
 def list_tars(src: WebdatasetSource) -> list[str]:
