@@ -127,6 +127,22 @@ def test_every_gate_rejects_with_its_reason_and_decodes_once(tmp_path, tiny_vlm)
     assert got["good.jpg"]["quality"]["jpeg_quality"] == 90 and got["good.jpg"]["quality"]["sharpness"] > 50
 
 
+def test_gates_run_by_stage_and_the_first_failure_is_the_reason():
+    from filters.gates import HEADER, PIXELS, apply
+
+    job = load_job(REPO / "jobs/demo.yaml", ["filters.resolution.require_4k=true", "ingest.max_pixels=50000000",
+                                             "filters.quality.min_sharpness=50", "filters.aesthetics.min_aesthetic=5"])
+    assert [[g.name for g in gates_for(job, stage)] for stage in (HEADER, PIXELS, EMBEDDING)] == \
+        [["max_pixels", "resolution"], ["quality"], ["min_aesthetic"]]
+    header = gates_for(job, HEADER)
+    rows = [{"width": 9000, "height": 9000}, {"width": 2000, "height": 1500}, {"width": 3840, "height": 2160, "status": "staged"}]
+    assert [apply(header, r) for r in rows] == [("decompression_bomb", "9000x9000 > max_pixels 50000000"),
+                                                 ("not_4k", "2000x1500 is not 4K (short side >= 2160, long side >= 3840)"), None]
+    assert [(r.get("status"), r.get("detail")) for r in rows] == [
+        ("decompression_bomb", "9000x9000 > max_pixels 50000000"),
+        ("not_4k", "2000x1500 is not 4K (short side >= 2160, long side >= 3840)"), ("staged", None)]
+
+
 def test_low_aesthetic_gate_in_the_actor(tiny_clip):
     import pyarrow as pa
 

@@ -38,8 +38,6 @@ def printable(name: str) -> str:
     return name.encode(errors="surrogateescape").decode(errors="backslashreplace")
 
 
-
-
 class Reader(Protocol):
     rereadable: bool        # True: later phases read the source again; False: ingest stages the bytes
     size: int | None        # total bytes when known (before or after head())

@@ -38,8 +38,6 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")   # 0.x connects to this host on Linux
 
 
-
-
 def embedded_ipv4(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     if isinstance(addr, ipaddress.IPv4Address):
         return None
