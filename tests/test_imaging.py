@@ -36,8 +36,9 @@ def test_exif_rotated_4k_photo_is_measured_as_portrait():
 
 def test_draft_decode_never_decodes_full_size():
     data = jpeg(4096, 2731)
-    img = imaging.decode_working(data, 512)
-    assert max(img.size) == 512
+    decodes = imaging.Decodes()
+    img = imaging.decode_working(data, 512, decodes)
+    assert max(img.size) == 512 and decodes.count == 1
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -53,9 +54,13 @@ def test_truncated_jpeg_probes_but_fails_decode():
     data = jpeg(1600, 1200)
     cut = data[: len(data) // 2]
     assert imaging.probe(cut).width == 1600
+    decodes = imaging.Decodes()
     with pytest.raises(InputError) as exc:
-        imaging.decode_working(cut, 512)
-    assert exc.value.reason == "decode_error"
+        imaging.decode_working(cut, 512, decodes)
+    assert exc.value.reason == "decode_error" and decodes.count == 1   # the failed decode did its work
+    with pytest.raises(InputError):
+        imaging.decode_working(b"not an image", 512, decodes)
+    assert decodes.count == 1   # nothing to decode: not counted
 
 
 def test_gif_is_an_unsupported_format():
