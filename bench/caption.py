@@ -68,8 +68,8 @@ def steady_rate(build, imgs: list[Image.Image]) -> float:
     """Images/s of a Ray Data pipeline built by `build(ds)`: (3N - N) images / (t(3N) - t(N))."""
     import ray.data
 
-    from curate.phases.caption import PREPARED, prepared_row
-    from schemas.record import rows_to_table
+    from curate.phases.caption import prepared_row
+    from schemas.record import PREPARED, rows_to_table
 
     def seconds(count: int) -> float:
         rows = rows_to_table([prepared_row("u", f"k{i}", None, imgs[i % len(imgs)]) for i in range(count)], PREPARED)
