@@ -292,8 +292,9 @@ def make_copy(kind: str, img, rng):
     return img, 40  # jpeg40
 
 
-def ingest_like(img, quality: int) -> dict:
-    """What ingest computes for dedup from a picture saved as JPEG: hashes and quality signals."""
+def ingest_like(img, quality: int, cost: list | None = None) -> dict:
+    """What ingest computes for dedup from a picture saved as JPEG: hashes and quality signals.
+    `cost` receives (CPU s of every hash ingest computes, of those without the 256-bit pHash)."""
     from curate import imaging
     from filters.quality import signals
 
@@ -302,23 +303,31 @@ def ingest_like(img, quality: int) -> dict:
     data = buf.getvalue()
     work = imaging.decode_working(data, 512)
     header = imaging.probe(data)
-    return {**imaging.dedup_hashes(work), "phash": imaging.phash64(work), "dhash": imaging.dhash64(work),
-            "pixels": header.width * header.height, "jpeg_quality": header.jpeg_quality, "letterbox": signals(work)["letterbox"]}
+    t = time.process_time()
+    row = {**imaging.dedup_hashes(work), "phash": imaging.phash64(work), "dhash": imaging.dhash64(work)}
+    hashes_s = time.process_time() - t
+    if cost is not None:
+        t = time.process_time()
+        imaging.phash_long(work.crop(imaging.content_box(work)))
+        cost.append((hashes_s, hashes_s - (time.process_time() - t)))
+    q = signals(work)
+    return {**row, "pixels": header.width * header.height, "jpeg_quality": header.jpeg_quality, "letterbox": q["letterbox"],
+            "colour": (q["brightness"], q["colourfulness"])}
 
 
 def copy_kinds() -> None:
     from curate.sample import render
-    from filters.dedup import deduplicate
-    from filters.mih import Hashes
+    from filters.dedup import collapse, deduplicate
+    from filters.mih import Hashes, long_words, near_pairs
 
     originals = int(os.environ.get("BENCH_DEDUP_ORIGINALS", "300"))
     rng = np.random.default_rng(0)
-    rows, kind_of, original_of = [], [], []
+    rows, kind_of, original_of, cost = [], [], [], []
     t = time.perf_counter()
     for _ in range(originals):
         img, _ = render(rng, int(rng.integers(480, 800)), int(rng.integers(400, 640)))
         base = len(rows)
-        rows.append(ingest_like(img, 92))
+        rows.append(ingest_like(img, 92, cost))
         kind_of.append("original")
         original_of.append(base)
         for kind in KINDS:
@@ -341,9 +350,24 @@ def copy_kinds() -> None:
     original_of, kind_of = np.array(original_of), np.array(kind_of)
 
     def evaluate(name: str, hashes, **kw) -> None:
-        table = deduplicate(keys, keys, hashes, col["pixels"], np.full(n, np.nan), k=K, kd=KD, **kw)
+        found = {}
+
+        def finder(node_hashes, k, kd):
+            found["pairs"], found["hashes"] = near_pairs(node_hashes, k, kd), node_hashes
+            return found["pairs"]
+        table = deduplicate(keys, keys, hashes, col["pixels"], np.full(n, np.nan), k=K, kd=KD, pair_finder=finder, **kw)
         rep = np.array([index_of[r] if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
         print(f"{name}:")
+        node = collapse(hashes, None, n)
+        first = np.empty(node.max() + 1, np.int64)
+        first[node[::-1]] = np.arange(n)[::-1]
+        pairs, fine = found["pairs"], found["hashes"].long_distance(found["pairs"].i, found["pairs"].j, found["pairs"].mirrored)
+        same = original_of[first[pairs.i]] == original_of[first[pairs.j]]
+        if (fine >= 0).any():
+            refused = fine > kw.get("kl", 80)
+            print(f"  pairs confirmed on pHash<={K} and dHash<={KD}: {len(same):,} ({np.count_nonzero(~same)} between different pictures); "
+                  f"the 256-bit pHash<={kw.get('kl', 80)} refuses {np.count_nonzero(refused & ~same)} of those and "
+                  f"{np.count_nonzero(refused & same)} between copies of one picture")
         print(f"  {'kind':<9}{'recall':>8}{'precision':>11}   (recall: copies in their original's cluster; precision: "
               f"pairs in one cluster that are copies of one picture)")
         same_cluster = rep[:, None] == rep[None, :]
@@ -362,12 +386,22 @@ def copy_kinds() -> None:
         print(f"  all pairs merged {merged.sum():,}: precision {(merged & same_picture).sum() / max(merged.sum(), 1):.4f}; "
               f"recall {np.mean(rep[kind_of != 'layout'] == rep[original_of[kind_of != 'layout']]):.3f}")
         groups = np.flatnonzero(kind_of == "original")
+        clean = np.isin(kind_of[rep[groups]], ["original", "mirror"])
+        print(f"  groups keeping a clean copy (the original or its mirror image, which no pixel tells apart): {clean.mean():.3f} "
+              f"({clean.sum()}/{len(groups)})")
         print(f"  groups keeping the clean original: {np.mean(rep[groups] == groups):.3f} ({np.sum(rep[groups] == groups)}/{len(groups)}); "
               "kept copy by kind: " + ", ".join(f"{kind} {count}" for kind, count in zip(*np.unique(kind_of[rep[groups]], return_counts=True))))
 
     print(f"kinds of copy: {originals} generated originals (seed 0) x {len(KINDS)} kinds + {pairs} pairs sharing a layout, "
           f"{n:,} images hashed in {hashing_s:.0f} s")
-    evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, leader clusters, best-copy rule)",
+    full, short = np.array(cost).sum(axis=0)
+    print(f"  ingest hashing CPU per original: {1000 * full / len(cost):.2f} ms with the 256-bit pHash, "
+          f"{1000 * short / len(cost):.2f} ms without it (+{100 * (full / short - 1):.0f}%)")
+    long, known = long_words(col["phash_long"])
+    evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, 256-bit pHash<=80, leader clusters, best-copy rule)",
+             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known),
+             letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
+    evaluate(f"the same without the 256-bit pHash (the previous rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"]),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"])
     evaluate(f"without the added hashes (whole-picture pHash<={K} + dHash<={KD}, no mirror, most pixels first)",

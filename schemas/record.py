@@ -32,6 +32,7 @@ INGESTED = pa.schema([
     ("dhash_core", pa.uint64()),
     ("phash_mirror", pa.uint64()),    # the same, of its left-right mirror image
     ("dhash_mirror", pa.uint64()),
+    ("phash_long", pa.binary(32)),    # 256-bit pHash of the picture inside its borders (confirms near pairs)
     ("aesthetic", pa.float32()),
     ("quality", QUALITY),
     ("embedding", pa.list_(pa.float32())),  # L2-normalised CLIP image embedding, when kept
