@@ -54,13 +54,23 @@ def _flips(rng, n: int, most: int) -> np.ndarray:
     return np.bitwise_or.reduce(np.where(take, np.uint64(1) << bits, np.uint64(0)), axis=1)
 
 
+def _long_flips(rng, n: int, most: int) -> np.ndarray:
+    """n masks (4 words each) of 0..most distinct random bits of 256."""
+    bits = np.argsort(rng.random((n, 256)), axis=1)[:, :most]
+    take = np.arange(most)[None, :] < rng.integers(0, most + 1, n)[:, None]
+    mask = np.zeros((n, 256), np.uint8)
+    np.put_along_axis(mask, bits, take.astype(np.uint8), axis=1)
+    return np.frombuffer(np.packbits(mask, axis=1).tobytes(), np.uint64).reshape(n, 4)
+
+
 def uniform(n: int, seed: int = 0):
-    """Hashes, the planted (member, centre) pairs (2% of inputs in clusters of 4), and the true
-    picture of every input (its own index, or its cluster's centre)."""
-    from filters.mih import Hashes
+    """Hashes (with 256-bit ones), the planted (member, centre) pairs (2% of inputs in clusters
+    of 4), and the true picture of every input (its own index, or its cluster's centre)."""
+    from filters.mih import LONG_MIRROR, Hashes
 
     rng = np.random.default_rng(seed)
     p, d, pm, dm = (_random(rng, n) for _ in range(4))
+    long = rng.integers(0, 2**63, (n, 4), dtype=np.int64).astype(np.uint64) << np.uint64(1)
     clusters = n // 200
     centre = np.arange(clusters)
     members = []
@@ -68,13 +78,15 @@ def uniform(n: int, seed: int = 0):
         at = np.arange(clusters * m, clusters * (m + 1))
         fp, fd, fpm, fdm = (_flips(rng, clusters, r) for r in (K, KD, K, KD))
         p[at], d[at], pm[at], dm[at] = p[centre] ^ fp, d[centre] ^ fd, pm[centre] ^ fpm, dm[centre] ^ fdm
+        long[at] = long[centre] ^ _long_flips(rng, clusters, 40)
         if m == 3:  # mirrored copies: their hashes as shown are the centre's mirrored ones
             p[at], pm[at], d[at], dm[at] = pm[at], p[at], dm[at], d[at]
+            long[at] ^= LONG_MIRROR
         members.append(np.stack([at, centre], 1))
     planted = np.concatenate(members)
     truth = np.arange(n)
     truth[planted[:, 0]] = planted[:, 1]
-    return Hashes(p, d, pm, dm), planted, truth
+    return Hashes(p, d, pm, dm, long), planted, truth
 
 
 def skewed(n: int, seed: int = 0):
@@ -87,7 +99,7 @@ def skewed(n: int, seed: int = 0):
     source = rng.zipf(1.5, zipf) % 2000 + start + zipf + min(100_000, n // 10)
     at = np.arange(start, start + zipf)
     placeholder = np.arange(start + zipf, start + zipf + min(100_000, n // 10))
-    for a in (h.p, h.d, h.pm, h.dm):
+    for a in (h.p, h.d, h.pm, h.dm, h.long):
         a[at] = a[source]
         a[placeholder] = a[placeholder[0]]
     truth[at], truth[placeholder] = source, placeholder[0]
@@ -145,12 +157,8 @@ def run_one(kind: str, n: int, baseline: bool) -> dict:
     keys = np.char.add("k", np.arange(n).astype("U12"))
     stats = {}
 
-    def finder(hashes, k, kd):
-        found = mih.near_pairs(hashes, k, kd)
-        stats.update(found.stats, distinct=len(hashes))
-        return found
     t, cpu = time.perf_counter(), time.process_time()
-    table = deduplicate(keys, keys, h, np.ones(n), np.full(n, np.nan), k=K, kd=KD, pair_finder=finder)
+    table = deduplicate(keys, keys, h, np.ones(n), np.full(n, np.nan), k=K, kd=KD, stats=stats)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     rep = np.array([int(r[1:]) if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
     dropped = rep != np.arange(n)
@@ -162,11 +170,13 @@ def run_one(kind: str, n: int, baseline: bool) -> dict:
         t, cpu = time.perf_counter(), time.process_time()
         i, j = mih.all_pairs(mih.Hashes(h.p, h.d), K)
         both = np.bitwise_count(h.d[i] ^ h.d[j]) <= KD
+        long_ok = h.long_distance(i, j, np.zeros(len(i), bool)) <= 80 if h.long is not None else both
         out["baseline_seconds"], out["baseline_cpu"] = time.perf_counter() - t, time.process_time() - cpu
         alone = np.bincount(truth, minlength=n) == 1  # a random hash, no planted copy
         randoms = alone[i] & alone[j]
         out["baseline"] = {"phash": len(i), "both": int(both.sum()), "chance_phash": int(randoms.sum()),
-                           "chance_both": int((randoms & both).sum())}
+                           "chance_both": int((randoms & both).sum()), "chance_long": int((randoms & long_ok).sum()),
+                           "chance_all": int((randoms & both & long_ok).sum())}
         found = mih.near_pairs(mih.Hashes(h.p, h.d), K, KD)
         m1, m2 = mih.plan(n, K, KD, mirror=False)
         pd, dd = np.bitwise_count(h.p[i] ^ h.p[j]), np.bitwise_count(h.d[i] ^ h.d[j])
@@ -194,7 +204,8 @@ def scale() -> None:
             planted = f"planted pairs found {r['planted_found']:,}/{r['planted']:,}, false merges {r['false_merges']:,}" if r["planted"] else "no planted truth"
             print(f"{kind:8} n={n:>11,}  {r['seconds']:7.1f} s (CPU {r['cpu']:.1f} s)  peak {r['peak_mb']:6.0f} MB  distinct {r['distinct']:,}  "
                   f"bands {r['m1']}x{r['m2']}  dropped {r['dropped']:,}  {planted}  candidates {r['candidates']:,}: "
-                  f"pHash<={K} {r['phash_ok']:,}, dHash<={KD} {r['dhash_ok']:,}, both {r['pairs']:,}", flush=True)
+                  f"pHash<={K} {r['phash_ok']:,}, dHash<={KD} {r['dhash_ok']:,}, both {r['pairs']:,}, refused by the 256-bit pHash "
+                  f"{r.get('long_refused', 0):,}", flush=True)
             if kind == "uniform":
                 random = n - 4 * (n // 200)
                 print(f"  chance pairs expected among its {random:,} random hashes: pHash<={K} {chance(random, K):,.0f}, "
@@ -203,7 +214,8 @@ def scale() -> None:
                 b, reg = r["baseline"], r["exact_region"]
                 print(f"  baseline all-pairs numpy at n={n:,}: {r['baseline_seconds']:.1f} s (CPU {r['baseline_cpu']:.1f} s) vs curate "
                       f"{r['seconds']:.2f} s (CPU {r['cpu']:.2f} s) -> {r['baseline_cpu'] / r['cpu']:.0f}x in CPU time; pairs within pHash {K}: {b['phash']:,} ({b['chance_phash']:,} "
-                      f"between random hashes), of which dHash within {KD}: {b['both']:,} ({b['chance_both']:,} random); "
+                      f"between random hashes), of which dHash within {KD}: {b['both']:,} ({b['chance_both']:,} random); random pairs "
+                      f"within pHash {K} that the 256-bit pHash<=80 alone would accept: {b['chance_long']:,}, all three: {b['chance_all']:,}; "
                       f"band search, as shown: {reg[4]:,}, inside its exact region pHash<={reg[0]}, dHash<={reg[1]}: "
                       f"{reg[3]:,} of {reg[2]:,}", flush=True)
         for a, b in itertools.pairwise(rows):

@@ -204,7 +204,7 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
         fine = node_hashes.long_distance(found.i, found.j, found.mirrored)
         ok = fine <= kl                          # -1: a side without the 256-bit hash
         if stats is not None:
-            stats.update(found.stats, distinct=nodes, long_refused=int(np.count_nonzero(~ok)))
+            stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)))
         ei.append(found.i[ok])
         ej.append(found.j[ok])
         em.append(found.mirrored[ok])
