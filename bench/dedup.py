@@ -21,7 +21,8 @@
    precision per kind, and the share of groups that keep the clean original.
 
 Environment: BENCH_DEDUP_SIZES (default 100000,1000000,10000000), BENCH_DEDUP_SETS
-(uniform,skewed,tiles), BENCH_DEDUP_RAY (default 100000), BENCH_DEDUP_ORIGINALS (300).
+(uniform,skewed,tiles), BENCH_DEDUP_RAY (default 100000), BENCH_DEDUP_ORIGINALS (300),
+BENCH_DEDUP_LAYOUTS (pairs sharing a layout, default twice the originals).
 """
 
 from __future__ import annotations
@@ -346,10 +347,11 @@ def copy_kinds() -> None:
             rows.append(ingest_like(*make_copy(kind, img, rng)))
             kind_of.append(kind)
             original_of.append(base)
-    pairs = originals // 2  # distinct pictures sharing a background layout
+    pairs = int(os.environ.get("BENCH_DEDUP_LAYOUTS", str(2 * originals)))  # distinct pictures sharing a background
     for q in range(pairs):
         for s in range(2):
-            img, _ = render(np.random.default_rng(10_000 + 2 * q + s), 640, 480, layout=np.random.default_rng(20_000 + q))
+            size = (640, 480) if q % 2 == 0 else (320, 240)
+            img, _ = render(np.random.default_rng(10_000 + 2 * q + s), *size, layout=np.random.default_rng(20_000 + q))
             original_of.append(len(rows))
             rows.append(ingest_like(img, 92))
             kind_of.append("layout")
@@ -410,6 +412,16 @@ def copy_kinds() -> None:
     print(f"  ingest hashing CPU per original: {1000 * full / len(cost):.2f} ms with the 256-bit pHash, "
           f"{1000 * short / len(cost):.2f} ms without it (+{100 * (full / short - 1):.0f}%)")
     long, known = long_words(col["phash_long"])
+    h = Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known)
+    for kind in [*KINDS, "layout"]:  # 256-bit distance of the pairs both 64-bit hashes accept
+        at = np.flatnonzero(kind_of == kind)
+        a, b = (at[0::2], at[1::2]) if kind == "layout" else (original_of[at], at)
+        mirrored = np.full(len(a), kind == "mirror")
+        inside = (np.bitwise_count(h.p[a] ^ np.where(mirrored, h.pm[b], h.p[b])) <= K) & (
+            np.bitwise_count(h.d[a] ^ np.where(mirrored, h.dm[b], h.d[b])) <= KD)
+        dist = np.sort(h.long_distance(a, b, mirrored)[inside])
+        print(f"  {kind:<8} pairs within pHash<={K} and dHash<={KD}: {inside.sum():3d} of {len(a)}; 256-bit distance "
+              + (f"min {dist[0]}, median {int(np.median(dist))}, max {dist[-1]}, above 80: {np.count_nonzero(dist > 80)}" if len(dist) else "-"))
     evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, 256-bit pHash<=80, leader clusters, best-copy rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
