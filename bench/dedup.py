@@ -2,15 +2,15 @@
 
 1. Scale: `deduplicate` (the pipeline's own call) on hash sets of 100k, 1M, 10M:
    - uniform: random hashes, 2% in planted clusters of 4 (members within k, kd of their
-     centre, one in three mirrored);
+     centre, and within 40 of 256 bits on the 256-bit pHash, one in three mirrored);
    - skewed: the same plus Zipf-repeated pictures (5% of inputs are copies of 2,000 pictures,
      with Zipf frequencies) and one placeholder picture repeated 100,000 times;
    - photo tiles (100k, 1M): hashes of random crops of real photographs (scikit-learn's
      china.jpg and flower.jpg), mirrored and colour-jittered: a real, far-from-uniform hash
      distribution, full of true overlaps.
    Seconds (wall, and CPU: the machine is shared, and the search is one thread), peak memory,
-   growth per 10x; recall of planted pairs; chance pairs removed by
-   the dHash confirmation. Each size runs in its own process, so its peak memory is its own.
+   growth per 10x; recall of planted pairs; chance pairs removed by the dHash and the 256-bit
+   pHash confirmations. Each size runs in its own process, so its peak memory is its own.
 2. Baseline (100k, uniform): all-pairs numpy over the same hashes in the same run: seconds
    and the pairs it finds (pHash alone, and pHash + dHash), against the band search's.
 3. Ray engine: the same search as a Ray Data shuffle on a local multi-node cluster
@@ -18,7 +18,8 @@
 4. Kinds of copy: generated photo-like pictures (seeded), one copy of each kind per original,
    and pairs of distinct pictures sharing a background layout, through the real ingest hashing
    (JPEG bytes -> working-size decode -> hashes, quality signals) and `deduplicate`: recall and
-   precision per kind, and the share of groups that keep the clean original.
+   precision per kind, what the 256-bit pHash refuses, the ingest hashing cost it adds, and the
+   share of groups that keep the clean original (and a clean copy: the original or its mirror).
 
 Environment: BENCH_DEDUP_SIZES (default 100000,1000000,10000000), BENCH_DEDUP_SETS
 (uniform,skewed,tiles), BENCH_DEDUP_RAY (default 100000), BENCH_DEDUP_ORIGINALS (300),
