@@ -427,7 +427,7 @@ def copy_kinds() -> None:
     evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, 256-bit pHash<=80, leader clusters, best-copy rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
-    evaluate(f"the same without the 256-bit pHash (the previous rule)",
+    evaluate("the same without the 256-bit pHash (the previous rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"]),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"])
     evaluate(f"without the added hashes (whole-picture pHash<={K} + dHash<={KD}, no mirror, most pixels first)",

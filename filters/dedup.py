@@ -16,8 +16,8 @@ The best copy (`best_first`): an earlier run's sample (already in the training s
 added border or letterbox, then the highest JPEG quality (90 and above count as equal; PNG and
 WebP count as 90), then the most pixels, then the copy nearest its group's consensus (the
 bitwise majority of the group's 256-bit pHashes, mirrored copies turned back: `off_consensus`,
-and its median brightness and colourfulness: `off_colour`),
-the highest aesthetic, the smallest key. Clusters are formed once by this rule without the
+and its median brightness and colourfulness: `off_colour`), the highest aesthetic, the
+smallest key. Clusters are formed once by this rule without the
 consensus, then again with it (their groups are only known after the first pass).
 """
 
@@ -183,7 +183,7 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
                 *, exact: bool = True, near: bool = True, k: int = 10, kd: int = 12,
                 embeddings: np.ndarray | None = None, semantic_threshold: float | None = None, prior: int = 0,
                 pair_finder: Callable[[Hashes, int, int], Pairs] = near_pairs, kl: int = LONG_DISTANCE,
-    stats: dict | None = None, colour: np.ndarray | None = None) -> pa.Table:
+                stats: dict | None = None, colour: np.ndarray | None = None) -> pa.Table:
     """Decisions for every input. The first `prior` inputs come from earlier runs: they are
     never dropped and win their clusters; rows are returned for the others only. `stats`, when
     given, receives the search's counts and how many pairs the 256-bit pHash refused; `colour`

@@ -26,7 +26,6 @@ from math import log2
 import numpy as np
 import pyarrow as pa
 
-
 # The bits of a 256-bit hash (`curate.imaging.phash_long`) that a left-right mirror flips: the
 # signs of the odd horizontal frequencies. As four words, like `Hashes.long`.
 _ODD_COLUMNS = np.zeros((16, 16), bool)

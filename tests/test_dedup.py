@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from curate import imaging
-from filters.quality import signals
 from filters.dedup import deduplicate, leader_clusters, semantic_pairs
 from filters.mih import Hashes, all_pairs, long_words, near_pairs, plan
+from filters.quality import signals
 
 
 def random_hashes(rng, n):

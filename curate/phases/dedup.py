@@ -17,7 +17,16 @@ from curate.phases.ingest import STAGED
 from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from filters.dedup import deduplicate
-from filters.mih import Hashes, Pairs, band_keys, keyed_pairs, long_words, merge_pairs, near_pairs, plan
+from filters.mih import (
+    Hashes,
+    Pairs,
+    band_keys,
+    keyed_pairs,
+    long_words,
+    merge_pairs,
+    near_pairs,
+    plan,
+)
 from schemas.job import Job
 from schemas.record import INGESTED
 
