@@ -2,15 +2,15 @@
 
 1. Scale: `deduplicate` (the pipeline's own call) on hash sets of 100k, 1M, 10M:
    - uniform: random hashes, 2% in planted clusters of 4 (members within k, kd of their
-     centre, one in three mirrored);
+     centre, and within 40 of 256 bits on the 256-bit pHash, one in three mirrored);
    - skewed: the same plus Zipf-repeated pictures (5% of inputs are copies of 2,000 pictures,
      with Zipf frequencies) and one placeholder picture repeated 100,000 times;
    - photo tiles (100k, 1M): hashes of random crops of real photographs (scikit-learn's
      china.jpg and flower.jpg), mirrored and colour-jittered: a real, far-from-uniform hash
      distribution, full of true overlaps.
    Seconds (wall, and CPU: the machine is shared, and the search is one thread), peak memory,
-   growth per 10x; recall of planted pairs; chance pairs removed by
-   the dHash confirmation. Each size runs in its own process, so its peak memory is its own.
+   growth per 10x; recall of planted pairs; chance pairs removed by the dHash and the 256-bit
+   pHash confirmations. Each size runs in its own process, so its peak memory is its own.
 2. Baseline (100k, uniform): all-pairs numpy over the same hashes in the same run: seconds
    and the pairs it finds (pHash alone, and pHash + dHash), against the band search's.
 3. Ray engine: the same search as a Ray Data shuffle on a local multi-node cluster
@@ -18,10 +18,12 @@
 4. Kinds of copy: generated photo-like pictures (seeded), one copy of each kind per original,
    and pairs of distinct pictures sharing a background layout, through the real ingest hashing
    (JPEG bytes -> working-size decode -> hashes, quality signals) and `deduplicate`: recall and
-   precision per kind, and the share of groups that keep the clean original.
+   precision per kind, what the 256-bit pHash refuses, the ingest hashing cost it adds, and the
+   share of groups that keep the clean original (and a clean copy: the original or its mirror).
 
 Environment: BENCH_DEDUP_SIZES (default 100000,1000000,10000000), BENCH_DEDUP_SETS
-(uniform,skewed,tiles), BENCH_DEDUP_RAY (default 100000), BENCH_DEDUP_ORIGINALS (300).
+(uniform,skewed,tiles), BENCH_DEDUP_RAY (default 100000), BENCH_DEDUP_ORIGINALS (300),
+BENCH_DEDUP_LAYOUTS (pairs sharing a layout, default twice the originals).
 """
 
 from __future__ import annotations
@@ -54,13 +56,23 @@ def _flips(rng, n: int, most: int) -> np.ndarray:
     return np.bitwise_or.reduce(np.where(take, np.uint64(1) << bits, np.uint64(0)), axis=1)
 
 
+def _long_flips(rng, n: int, most: int) -> np.ndarray:
+    """n masks (4 words each) of 0..most distinct random bits of 256."""
+    bits = np.argsort(rng.random((n, 256)), axis=1)[:, :most]
+    take = np.arange(most)[None, :] < rng.integers(0, most + 1, n)[:, None]
+    mask = np.zeros((n, 256), np.uint8)
+    np.put_along_axis(mask, bits, take.astype(np.uint8), axis=1)
+    return np.frombuffer(np.packbits(mask, axis=1).tobytes(), np.uint64).reshape(n, 4)
+
+
 def uniform(n: int, seed: int = 0):
-    """Hashes, the planted (member, centre) pairs (2% of inputs in clusters of 4), and the true
-    picture of every input (its own index, or its cluster's centre)."""
-    from filters.mih import Hashes
+    """Hashes (with 256-bit ones), the planted (member, centre) pairs (2% of inputs in clusters
+    of 4), and the true picture of every input (its own index, or its cluster's centre)."""
+    from filters.mih import LONG_MIRROR, Hashes
 
     rng = np.random.default_rng(seed)
     p, d, pm, dm = (_random(rng, n) for _ in range(4))
+    long = rng.integers(0, 2**63, (n, 4), dtype=np.int64).astype(np.uint64) << np.uint64(1)
     clusters = n // 200
     centre = np.arange(clusters)
     members = []
@@ -68,13 +80,15 @@ def uniform(n: int, seed: int = 0):
         at = np.arange(clusters * m, clusters * (m + 1))
         fp, fd, fpm, fdm = (_flips(rng, clusters, r) for r in (K, KD, K, KD))
         p[at], d[at], pm[at], dm[at] = p[centre] ^ fp, d[centre] ^ fd, pm[centre] ^ fpm, dm[centre] ^ fdm
+        long[at] = long[centre] ^ _long_flips(rng, clusters, 40)
         if m == 3:  # mirrored copies: their hashes as shown are the centre's mirrored ones
             p[at], pm[at], d[at], dm[at] = pm[at], p[at], dm[at], d[at]
+            long[at] ^= LONG_MIRROR
         members.append(np.stack([at, centre], 1))
     planted = np.concatenate(members)
     truth = np.arange(n)
     truth[planted[:, 0]] = planted[:, 1]
-    return Hashes(p, d, pm, dm), planted, truth
+    return Hashes(p, d, pm, dm, long), planted, truth
 
 
 def skewed(n: int, seed: int = 0):
@@ -87,7 +101,7 @@ def skewed(n: int, seed: int = 0):
     source = rng.zipf(1.5, zipf) % 2000 + start + zipf + min(100_000, n // 10)
     at = np.arange(start, start + zipf)
     placeholder = np.arange(start + zipf, start + zipf + min(100_000, n // 10))
-    for a in (h.p, h.d, h.pm, h.dm):
+    for a in (h.p, h.d, h.pm, h.dm, h.long):
         a[at] = a[source]
         a[placeholder] = a[placeholder[0]]
     truth[at], truth[placeholder] = source, placeholder[0]
@@ -145,12 +159,8 @@ def run_one(kind: str, n: int, baseline: bool) -> dict:
     keys = np.char.add("k", np.arange(n).astype("U12"))
     stats = {}
 
-    def finder(hashes, k, kd):
-        found = mih.near_pairs(hashes, k, kd)
-        stats.update(found.stats, distinct=len(hashes))
-        return found
     t, cpu = time.perf_counter(), time.process_time()
-    table = deduplicate(keys, keys, h, np.ones(n), np.full(n, np.nan), k=K, kd=KD, pair_finder=finder)
+    table = deduplicate(keys, keys, h, np.ones(n), np.full(n, np.nan), k=K, kd=KD, stats=stats)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     rep = np.array([int(r[1:]) if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
     dropped = rep != np.arange(n)
@@ -162,11 +172,13 @@ def run_one(kind: str, n: int, baseline: bool) -> dict:
         t, cpu = time.perf_counter(), time.process_time()
         i, j = mih.all_pairs(mih.Hashes(h.p, h.d), K)
         both = np.bitwise_count(h.d[i] ^ h.d[j]) <= KD
+        long_ok = h.long_distance(i, j, np.zeros(len(i), bool)) <= 80 if h.long is not None else both
         out["baseline_seconds"], out["baseline_cpu"] = time.perf_counter() - t, time.process_time() - cpu
         alone = np.bincount(truth, minlength=n) == 1  # a random hash, no planted copy
         randoms = alone[i] & alone[j]
         out["baseline"] = {"phash": len(i), "both": int(both.sum()), "chance_phash": int(randoms.sum()),
-                           "chance_both": int((randoms & both).sum())}
+                           "chance_both": int((randoms & both).sum()), "chance_long": int((randoms & long_ok).sum()),
+                           "chance_all": int((randoms & both & long_ok).sum())}
         found = mih.near_pairs(mih.Hashes(h.p, h.d), K, KD)
         m1, m2 = mih.plan(n, K, KD, mirror=False)
         pd, dd = np.bitwise_count(h.p[i] ^ h.p[j]), np.bitwise_count(h.d[i] ^ h.d[j])
@@ -194,7 +206,8 @@ def scale() -> None:
             planted = f"planted pairs found {r['planted_found']:,}/{r['planted']:,}, false merges {r['false_merges']:,}" if r["planted"] else "no planted truth"
             print(f"{kind:8} n={n:>11,}  {r['seconds']:7.1f} s (CPU {r['cpu']:.1f} s)  peak {r['peak_mb']:6.0f} MB  distinct {r['distinct']:,}  "
                   f"bands {r['m1']}x{r['m2']}  dropped {r['dropped']:,}  {planted}  candidates {r['candidates']:,}: "
-                  f"pHash<={K} {r['phash_ok']:,}, dHash<={KD} {r['dhash_ok']:,}, both {r['pairs']:,}", flush=True)
+                  f"pHash<={K} {r['phash_ok']:,}, dHash<={KD} {r['dhash_ok']:,}, both {r['pairs']:,}, refused by the 256-bit pHash "
+                  f"{r.get('long_refused', 0):,}", flush=True)
             if kind == "uniform":
                 random = n - 4 * (n // 200)
                 print(f"  chance pairs expected among its {random:,} random hashes: pHash<={K} {chance(random, K):,.0f}, "
@@ -203,7 +216,8 @@ def scale() -> None:
                 b, reg = r["baseline"], r["exact_region"]
                 print(f"  baseline all-pairs numpy at n={n:,}: {r['baseline_seconds']:.1f} s (CPU {r['baseline_cpu']:.1f} s) vs curate "
                       f"{r['seconds']:.2f} s (CPU {r['cpu']:.2f} s) -> {r['baseline_cpu'] / r['cpu']:.0f}x in CPU time; pairs within pHash {K}: {b['phash']:,} ({b['chance_phash']:,} "
-                      f"between random hashes), of which dHash within {KD}: {b['both']:,} ({b['chance_both']:,} random); "
+                      f"between random hashes), of which dHash within {KD}: {b['both']:,} ({b['chance_both']:,} random); random pairs "
+                      f"within pHash {K} that the 256-bit pHash<=80 alone would accept: {b['chance_long']:,}, all three: {b['chance_all']:,}; "
                       f"band search, as shown: {reg[4]:,}, inside its exact region pHash<={reg[0]}, dHash<={reg[1]}: "
                       f"{reg[3]:,} of {reg[2]:,}", flush=True)
         for a, b in itertools.pairwise(rows):
@@ -292,8 +306,9 @@ def make_copy(kind: str, img, rng):
     return img, 40  # jpeg40
 
 
-def ingest_like(img, quality: int) -> dict:
-    """What ingest computes for dedup from a picture saved as JPEG: hashes and quality signals."""
+def ingest_like(img, quality: int, cost: list | None = None) -> dict:
+    """What ingest computes for dedup from a picture saved as JPEG: hashes and quality signals.
+    `cost` receives (CPU s of every hash ingest computes, of those without the 256-bit pHash)."""
     from curate import imaging
     from filters.quality import signals
 
@@ -302,48 +317,73 @@ def ingest_like(img, quality: int) -> dict:
     data = buf.getvalue()
     work = imaging.decode_working(data, 512)
     header = imaging.probe(data)
-    return {**imaging.dedup_hashes(work), "phash": imaging.phash64(work), "dhash": imaging.dhash64(work),
-            "pixels": header.width * header.height, "jpeg_quality": header.jpeg_quality, "letterbox": signals(work)["letterbox"]}
+    t = time.process_time()
+    row = {**imaging.dedup_hashes(work), "phash": imaging.phash64(work), "dhash": imaging.dhash64(work)}
+    hashes_s = time.process_time() - t
+    if cost is not None:
+        core = work.crop(imaging.content_box(work))
+        t = time.process_time()
+        imaging.phash_long(core)
+        cost.append((hashes_s, hashes_s - (time.process_time() - t)))
+    q = signals(work)
+    return {**row, "pixels": header.width * header.height, "jpeg_quality": header.jpeg_quality, "letterbox": q["letterbox"],
+            "colour": (q["brightness"], q["colourfulness"])}
 
 
 def copy_kinds() -> None:
     from curate.sample import render
-    from filters.dedup import deduplicate
-    from filters.mih import Hashes
+    from filters.dedup import collapse, deduplicate
+    from filters.mih import Hashes, long_words, near_pairs
 
     originals = int(os.environ.get("BENCH_DEDUP_ORIGINALS", "300"))
     rng = np.random.default_rng(0)
-    rows, kind_of, original_of = [], [], []
+    rows, kind_of, original_of, cost = [], [], [], []
     t = time.perf_counter()
     for _ in range(originals):
         img, _ = render(rng, int(rng.integers(480, 800)), int(rng.integers(400, 640)))
         base = len(rows)
-        rows.append(ingest_like(img, 92))
+        rows.append(ingest_like(img, 92, cost))
         kind_of.append("original")
         original_of.append(base)
         for kind in KINDS:
             rows.append(ingest_like(*make_copy(kind, img, rng)))
             kind_of.append(kind)
             original_of.append(base)
-    pairs = originals // 2  # distinct pictures sharing a background layout
+    pairs = int(os.environ.get("BENCH_DEDUP_LAYOUTS", str(2 * originals)))  # distinct pictures sharing a background
     for q in range(pairs):
         for s in range(2):
-            img, _ = render(np.random.default_rng(10_000 + 2 * q + s), 640, 480, layout=np.random.default_rng(20_000 + q))
+            size = (640, 480) if q % 2 == 0 else (320, 240)
+            img, _ = render(np.random.default_rng(10_000 + 2 * q + s), *size, layout=np.random.default_rng(20_000 + q))
             original_of.append(len(rows))
             rows.append(ingest_like(img, 92))
             kind_of.append("layout")
     hashing_s = time.perf_counter() - t
     n = len(rows)
-    col = {c: np.array([r[c] for r in rows]) for c in rows[0]}
+    col = {c: [r[c] for r in rows] if c == "phash_long" else np.array([r[c] for r in rows]) for c in rows[0]}  # (bytes in numpy lose trailing zeros)
     # keys in a seeded random order: the last tie-break (smallest key) must not favour originals
     keys = np.array([f"i{i:06d}" for i in range(n)])[np.random.default_rng(1).permutation(n)]
     index_of = {key: i for i, key in enumerate(keys)}
     original_of, kind_of = np.array(original_of), np.array(kind_of)
 
     def evaluate(name: str, hashes, **kw) -> None:
-        table = deduplicate(keys, keys, hashes, col["pixels"], np.full(n, np.nan), k=K, kd=KD, **kw)
+        found = {}
+
+        def finder(node_hashes, k, kd):
+            found["pairs"], found["hashes"] = near_pairs(node_hashes, k, kd), node_hashes
+            return found["pairs"]
+        table = deduplicate(keys, keys, hashes, col["pixels"], np.full(n, np.nan), k=K, kd=KD, pair_finder=finder, **kw)
         rep = np.array([index_of[r] if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
         print(f"{name}:")
+        node = collapse(hashes, None, n)
+        first = np.empty(node.max() + 1, np.int64)
+        first[node[::-1]] = np.arange(n)[::-1]
+        pairs, fine = found["pairs"], found["hashes"].long_distance(found["pairs"].i, found["pairs"].j, found["pairs"].mirrored)
+        same = original_of[first[pairs.i]] == original_of[first[pairs.j]]
+        if (fine >= 0).any():
+            refused = fine > kw.get("kl", 80)
+            print(f"  pairs confirmed on pHash<={K} and dHash<={KD}: {len(same):,} ({np.count_nonzero(~same)} between different pictures); "
+                  f"the 256-bit pHash<={kw.get('kl', 80)} refuses {np.count_nonzero(refused & ~same)} of those and "
+                  f"{np.count_nonzero(refused & same)} between copies of one picture")
         print(f"  {'kind':<9}{'recall':>8}{'precision':>11}   (recall: copies in their original's cluster; precision: "
               f"pairs in one cluster that are copies of one picture)")
         same_cluster = rep[:, None] == rep[None, :]
@@ -362,12 +402,32 @@ def copy_kinds() -> None:
         print(f"  all pairs merged {merged.sum():,}: precision {(merged & same_picture).sum() / max(merged.sum(), 1):.4f}; "
               f"recall {np.mean(rep[kind_of != 'layout'] == rep[original_of[kind_of != 'layout']]):.3f}")
         groups = np.flatnonzero(kind_of == "original")
+        clean = np.isin(kind_of[rep[groups]], ["original", "mirror"])
+        print(f"  groups keeping a clean copy (the original or its mirror image, which no pixel tells apart): {clean.mean():.3f} "
+              f"({clean.sum()}/{len(groups)})")
         print(f"  groups keeping the clean original: {np.mean(rep[groups] == groups):.3f} ({np.sum(rep[groups] == groups)}/{len(groups)}); "
               "kept copy by kind: " + ", ".join(f"{kind} {count}" for kind, count in zip(*np.unique(kind_of[rep[groups]], return_counts=True))))
 
     print(f"kinds of copy: {originals} generated originals (seed 0) x {len(KINDS)} kinds + {pairs} pairs sharing a layout, "
           f"{n:,} images hashed in {hashing_s:.0f} s")
-    evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, leader clusters, best-copy rule)",
+    full, short = np.array(cost).sum(axis=0)
+    print(f"  ingest hashing CPU per original: {1000 * full / len(cost):.2f} ms with the 256-bit pHash, "
+          f"{1000 * short / len(cost):.2f} ms without it (+{100 * (full / short - 1):.0f}%)")
+    long, known = long_words(col["phash_long"])
+    h = Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known)
+    for kind in [*KINDS, "layout"]:  # 256-bit distance of the pairs both 64-bit hashes accept
+        at = np.flatnonzero(kind_of == kind)
+        a, b = (at[0::2], at[1::2]) if kind == "layout" else (original_of[at], at)
+        mirrored = np.full(len(a), kind == "mirror")
+        inside = (np.bitwise_count(h.p[a] ^ np.where(mirrored, h.pm[b], h.p[b])) <= K) & (
+            np.bitwise_count(h.d[a] ^ np.where(mirrored, h.dm[b], h.d[b])) <= KD)
+        dist = np.sort(h.long_distance(a, b, mirrored)[inside])
+        print(f"  {kind:<8} pairs within pHash<={K} and dHash<={KD}: {inside.sum():3d} of {len(a)}; 256-bit distance "
+              + (f"min {dist[0]}, median {int(np.median(dist))}, max {dist[-1]}, above 80: {np.count_nonzero(dist > 80)}" if len(dist) else "-"))
+    evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, 256-bit pHash<=80, leader clusters, best-copy rule)",
+             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known),
+             letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
+    evaluate("the same without the 256-bit pHash (the previous rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"]),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"])
     evaluate(f"without the added hashes (whole-picture pHash<={K} + dHash<={KD}, no mirror, most pixels first)",

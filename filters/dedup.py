@@ -1,10 +1,12 @@
 """Duplicate decisions at scale, vectorised: exact (sha256), near (pHash within k AND dHash
-within kd, as shown or mirrored, found by `filters.mih`), optional semantic (CLIP cosine >= t),
-and against earlier runs' hash indexes.
+within kd, as shown or mirrored, found by `filters.mih`, then the 256-bit pHash within kl),
+optional semantic (CLIP cosine >= t), and against earlier runs' hash indexes.
 
-1. Inputs with the same (pHash, dHash), byte-identical ones among them, collapse into one node
-   led by their best copy: a hash repeated 100k times costs one sort, not 100k^2 / 2 pairs.
-2. Near pairs are searched among the distinct nodes and confirmed on both hashes.
+1. Inputs with the same (pHash, dHash), byte-identical ones among them, collapse into one node:
+   a hash repeated 100k times costs one sort, not 100k^2 / 2 pairs.
+2. Near pairs are searched among the distinct nodes and confirmed on both 64-bit hashes, then
+   on the 256-bit pHash where both sides have one: it keeps apart different pictures on one
+   background (layout), which the 64-bit hashes cannot tell apart.
 3. Clusters are leader clusters, not connected components: nodes are visited best copy first,
    and a node joins the best already-chosen representative it is confirmed near to, else it
    becomes one. Every dropped sample is within the radius of its own representative; A~B~C
@@ -12,7 +14,11 @@ and against earlier runs' hash indexes.
 
 The best copy (`best_first`): an earlier run's sample (already in the training set), then no
 added border or letterbox, then the highest JPEG quality (90 and above count as equal; PNG and
-WebP count as 90), then the most pixels, the highest aesthetic, the smallest key.
+WebP count as 90), then the most pixels, then the copy nearest its group's consensus (the
+bitwise majority of the group's 256-bit pHashes, mirrored copies turned back: `off_consensus`,
+and its median brightness and colourfulness: `off_colour`), the highest aesthetic, the
+smallest key. Clusters are formed once by this rule without the
+consensus, then again with it (their groups are only known after the first pass).
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from filters.mih import Hashes, Pairs, near_pairs
+from filters.mih import LONG_MIRROR, Hashes, Pairs, near_pairs
 from schemas.reasons import Reason
 from schemas.record import DEDUP
 
 BORDERED = 0.02        # letterbox fraction above which a copy counts as bordered
 QUALITY_PLATEAU = 90   # JPEG qualities at or above this are not told apart
+LONG_DISTANCE = 80     # 256-bit pHash distance at or below which a near pair is confirmed (bench/dedup)
+COLOUR_WEIGHT = 100    # bits of 256-bit pHash distance to the consensus worth a 1.0 relative colour change
 
 
 def semantic_pairs(emb: np.ndarray, threshold: float, partitions: int | None = None, seed: int = 0,
@@ -68,14 +76,18 @@ def semantic_pairs(emb: np.ndarray, threshold: float, partitions: int | None = N
     return pair // n, pair % n
 
 
-def best_first(keys: np.ndarray, pixels, aesthetic, letterbox, jpeg_quality, prior: int) -> np.ndarray:
-    """Rank of every input (0 = best copy) by the rule in the module docstring."""
+def best_first(keys: np.ndarray, pixels, aesthetic, letterbox, jpeg_quality, prior: int,
+               off: np.ndarray | None = None) -> np.ndarray:
+    """Rank of every input (0 = best copy) by the rule in the module docstring; `off`: every
+    input's distance to its group's consensus (`off_consensus`)."""
     n = len(keys)
     def nan_to(a, v):
         return np.nan_to_num(np.asarray(a, dtype=np.float64), nan=v)
     bordered = nan_to(letterbox, 0.0) > BORDERED
     quality = np.minimum(nan_to(jpeg_quality, QUALITY_PLATEAU), QUALITY_PLATEAU)
-    order = np.lexsort((keys, -nan_to(aesthetic, -np.inf), -nan_to(pixels, 0.0), -quality, bordered, np.arange(n) >= prior))
+    off = np.zeros(n) if off is None else off
+    order = np.lexsort((keys, -nan_to(aesthetic, -np.inf), off, -nan_to(pixels, 0.0), -quality, bordered,
+                        np.arange(n) >= prior))
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
     return rank
@@ -96,6 +108,52 @@ def collapse(hashes: Hashes | None, sha256: np.ndarray | None, n: int) -> np.nda
     node = np.empty(n, np.int64)
     node[order] = np.cumsum(new) - 1
     return node
+
+
+def off_consensus(group: np.ndarray, long: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Per input, its 256-bit pHash distance to the bitwise majority of its group's (0 when alone
+    or unknown). Every copy derives from the original, so the original sits on the majority,
+    while an overlay or a colour shift moves a copy off it."""
+    out = np.zeros(len(group), np.int64)
+    size = np.bincount(group, minlength=len(group))
+    idx = np.flatnonzero((size[group] > 1) & known)
+    if len(idx) == 0:
+        return out
+    idx = idx[np.argsort(group[idx], kind="stable")]
+    bits = np.unpackbits(long[idx].view(np.uint8), axis=1)
+    starts = np.flatnonzero(np.concatenate(([True], group[idx][1:] != group[idx][:-1])))
+    votes = np.add.reduceat(bits, starts, axis=0, dtype=np.int32)
+    count = np.diff(np.append(starts, len(idx)))
+    majority = (2 * votes > count[:, None]).astype(np.uint8)
+    out[idx] = np.count_nonzero(bits != np.repeat(majority, count, axis=0), axis=1)
+    return out
+
+
+def off_colour(group: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Per input, the relative distance of its colour (columns: brightness, colourfulness) to its
+    group's median, summed over columns; 0 where unknown. A colour-shifted copy keeps nearly
+    every bit of the original's pHashes but not its colour."""
+    out = np.zeros(len(group))
+    for values in np.asarray(colour, dtype=np.float64).T:
+        order = np.lexsort((values, group))
+        g = group[order]
+        starts = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
+        count = np.diff(np.append(starts, len(g)))
+        median = np.repeat(values[order][starts + (count - 1) // 2], count)
+        dev = np.abs(values[order] - median) / np.maximum(np.abs(median), 1.0)
+        out[order] += np.nan_to_num(dev, nan=0.0)
+    return out
+
+
+def mirrored_to(rep: np.ndarray, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """Per node, whether it matched its representative `rep` mirrored (edges i-j with flags)."""
+    n = len(rep)
+    code = np.minimum(i, j) * n + np.maximum(i, j)
+    order = np.argsort(code)
+    want = np.minimum(np.arange(n), rep) * n + np.maximum(np.arange(n), rep)
+    at = np.clip(np.searchsorted(code[order], want), 0, max(len(code) - 1, 0))
+    hit = (rep != np.arange(n)) & (code[order][at] == want) if len(code) else np.zeros(n, bool)
+    return hit & (mirrored[order][at] if len(code) else False)
 
 
 def leader_clusters(n: int, i: np.ndarray, j: np.ndarray, rank: np.ndarray) -> np.ndarray:
@@ -124,36 +182,57 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
                 letterbox: np.ndarray | None = None, jpeg_quality: np.ndarray | None = None,
                 *, exact: bool = True, near: bool = True, k: int = 10, kd: int = 12,
                 embeddings: np.ndarray | None = None, semantic_threshold: float | None = None, prior: int = 0,
-                pair_finder: Callable[[Hashes, int, int], Pairs] = near_pairs) -> pa.Table:
+                pair_finder: Callable[[Hashes, int, int], Pairs] = near_pairs, kl: int = LONG_DISTANCE,
+                stats: dict | None = None, colour: np.ndarray | None = None) -> pa.Table:
     """Decisions for every input. The first `prior` inputs come from earlier runs: they are
-    never dropped and win their clusters; rows are returned for the others only."""
+    never dropped and win their clusters; rows are returned for the others only. `stats`, when
+    given, receives the search's counts and how many pairs the 256-bit pHash refused; `colour`
+    (n x 2: brightness, colourfulness), when given, counts in the distance to the consensus."""
     keys = np.asarray(keys).astype(str)  # fixed-width: sorts in C, not by Python comparisons
     n = len(keys)
     if n == prior:  # nothing staged in this run
         return DEDUP.empty_table()
     sha = np.asarray(sha256).astype(str)
     none = np.full(n, np.nan)
-    rank = best_first(keys, pixels, aesthetic, none if letterbox is None else letterbox,
-                      none if jpeg_quality is None else jpeg_quality, prior)
     node = collapse(hashes if near else None, sha if exact else None, n)
     nodes = node.max() + 1
-    node_rank = np.full(nodes, n, np.int64)
-    np.minimum.at(node_rank, node, rank)
-    by_rank = np.empty(n, np.int64)
-    by_rank[rank] = np.arange(n)
-    leader = by_rank[node_rank]                  # best copy of each node
-    ei, ej = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    first = np.empty(nodes, np.int64)
+    first[node[::-1]] = np.arange(n)[::-1]      # one input of each node stands for its hashes
+    ei, ej, em = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, bool)]
     if near and nodes > 1:
-        found = pair_finder(hashes.take(leader), k, kd)
-        ei.append(found.i)
-        ej.append(found.j)
+        found = pair_finder(node_hashes := hashes.take(first), k, kd)
+        fine = node_hashes.long_distance(found.i, found.j, found.mirrored)
+        ok = fine <= kl                          # -1: a side without the 256-bit hash
+        if stats is not None:
+            stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)))
+        ei.append(found.i[ok])
+        ej.append(found.j[ok])
+        em.append(found.mirrored[ok])
     if semantic_threshold is not None and embeddings is not None:
         si, sj = semantic_pairs(embeddings, semantic_threshold)
         ei.append(node[si])
         ej.append(node[sj])
-    ei, ej = np.concatenate(ei), np.concatenate(ej)
+        em.append(np.zeros(len(si), bool))
+    ei, ej, em = np.concatenate(ei), np.concatenate(ej), np.concatenate(em)
     apart = ei != ej
-    rep_node = leader_clusters(nodes, ei[apart], ej[apart], node_rank)
+    ei, ej, em = ei[apart], ej[apart], em[apart]
+    letterbox = none if letterbox is None else letterbox
+    jpeg_quality = none if jpeg_quality is None else jpeg_quality
+
+    def cluster(off):
+        rank = best_first(keys, pixels, aesthetic, letterbox, jpeg_quality, prior, off)
+        node_rank = np.full(nodes, n, np.int64)
+        np.minimum.at(node_rank, node, rank)
+        by_rank = np.empty(n, np.int64)
+        by_rank[rank] = np.arange(n)
+        return by_rank[node_rank], leader_clusters(nodes, ei, ej, node_rank)   # best copy of each node, rep
+    leader, rep_node = cluster(None)
+    if near and hashes.long is not None and len(ei):  # again, each group's copy nearest its consensus first
+        flip = mirrored_to(rep_node, ei, ej, em)[node]
+        aligned = hashes.long ^ np.where(flip[:, None], LONG_MIRROR[None, :], np.uint64(0))
+        group = rep_node[node]
+        off = off_consensus(group, aligned, hashes.long_known)
+        leader, rep_node = cluster(off + (COLOUR_WEIGHT * off_colour(group, colour) if colour is not None else 0))
     rep = leader[rep_node[node]]
     dropped = rep != np.arange(n)
     in_cluster = np.bincount(rep, minlength=n)[rep] > 1

@@ -24,29 +24,66 @@ from dataclasses import dataclass
 from math import log2
 
 import numpy as np
+import pyarrow as pa
+
+# The bits of a 256-bit hash (`curate.imaging.phash_long`) that a left-right mirror flips: the
+# signs of the odd horizontal frequencies. As four words, like `Hashes.long`.
+_ODD_COLUMNS = np.zeros((16, 16), bool)
+_ODD_COLUMNS[:, 1::2] = True
+LONG_MIRROR = np.frombuffer(np.packbits(_ODD_COLUMNS).tobytes(), np.uint64)
+
+
+def long_words(values) -> tuple[np.ndarray, np.ndarray]:
+    """(n x 4 words, known) from 32-byte hashes (a list, or an Arrow binary(32) column), None
+    where missing (an earlier run's index)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        col = pa.concat_arrays(values.chunks) if isinstance(values, pa.ChunkedArray) else values
+        if len(col) == 0 or not pa.types.is_fixed_size_binary(col.type):
+            return long_words(col.to_pylist())
+        words = np.frombuffer(col.buffers()[1], np.uint64)[4 * col.offset:4 * (col.offset + len(col))].reshape(-1, 4)
+        return words.copy(), col.is_valid().to_numpy(zero_copy_only=False)
+    values = list(values)
+    known = np.array([v is not None and len(v) == 32 for v in values], bool)
+    raw = b"".join(v if ok else bytes(32) for v, ok in zip(values, known))
+    return np.frombuffer(raw, np.uint64).reshape(-1, 4).copy(), known
 
 
 @dataclass
 class Hashes:
-    """Per picture: pHash and dHash as shown (`p`, `d`) and of the mirror image (`pm`, `dm`)."""
+    """Per picture: pHash and dHash as shown (`p`, `d`) and of the mirror image (`pm`, `dm`);
+    optionally the 256-bit pHash as four words (`long`, n x 4) and where it is known."""
 
     p: np.ndarray
     d: np.ndarray
     pm: np.ndarray | None = None
     dm: np.ndarray | None = None
+    long: np.ndarray | None = None
+    long_known: np.ndarray | None = None
 
     def __post_init__(self):
-        for name in ("p", "d", "pm", "dm"):
+        for name in ("p", "d", "pm", "dm", "long"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, np.ascontiguousarray(value, dtype=np.uint64))
+        if self.long is not None and self.long_known is None:
+            self.long_known = np.ones(len(self.p), bool)
 
     def __len__(self) -> int:
         return len(self.p)
 
     def take(self, idx: np.ndarray) -> Hashes:
-        mirror = self.pm is not None
-        return Hashes(self.p[idx], self.d[idx], self.pm[idx] if mirror else None, self.dm[idx] if mirror else None)
+        def pick(a):
+            return None if a is None else a[idx]
+        return Hashes(self.p[idx], self.d[idx], pick(self.pm), pick(self.dm), pick(self.long), pick(self.long_known))
+
+    def long_distance(self, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+        """256-bit pHash distance of pairs (one side mirrored where `mirrored`); -1 where either
+        side's long hash is unknown (or there are none)."""
+        if self.long is None:
+            return np.full(len(i), -1, np.int64)
+        flip = np.where(np.asarray(mirrored, bool)[:, None], LONG_MIRROR[None, :], np.uint64(0))
+        dist = np.bitwise_count(self.long[i] ^ self.long[j] ^ flip).sum(axis=1).astype(np.int64)
+        return np.where(self.long_known[i] & self.long_known[j], dist, -1)
 
 
 @dataclass

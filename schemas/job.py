@@ -162,6 +162,8 @@ class DedupConfig(Strict):
     max_distance: int = Field(10, ge=0, le=32, description="pHash Hamming distance k at or below which two images may be near-duplicates.")
     confirm_distance: int = Field(12, ge=0, le=32, description="dHash Hamming distance at or below which a pHash match is confirmed: "
                                   "the second, independent hash that keeps chance pHash collisions (hundreds of thousands at 10M) apart.")
+    long_distance: int = Field(80, ge=0, le=256, description="256-bit pHash distance at or below which a pair confirmed on both "
+                               "64-bit hashes is merged: keeps different pictures on one background apart.")
     engine: Literal["auto", "local", "ray"] = Field("auto", description="local: vectorised in the driver; ray: band grouping as a Ray Data shuffle; auto: by size.")
     local_max: int = Field(20_000_000, ge=1, description="auto uses the local engine up to this many hashes.")
     against: list[str] = Field(default_factory=list, description="Earlier runs (folders or their hashes.parquet): inputs duplicating them are dropped.")

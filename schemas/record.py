@@ -43,6 +43,7 @@ INGESTED = pa.schema([
     ("dhash_core", pa.uint64()),
     ("phash_mirror", pa.uint64()),    # the same, of its left-right mirror image
     ("dhash_mirror", pa.uint64()),
+    ("phash_long", pa.binary(32)),    # 256-bit pHash of the picture inside its borders (confirms near pairs)
     ("aesthetic", pa.float32()),
     ("quality", QUALITY),
     ("embedding", pa.list_(pa.float32())),  # L2-normalised CLIP image embedding, when kept
@@ -59,9 +60,10 @@ INGESTED = pa.schema([
 WITH_PIXELS = INGESTED.append(pa.field("pixels", pa.binary())).append(pa.field("pixels_shape", pa.list_(pa.int32())))
 
 # The hashes dedup compares, and hashes.parquet (the next run's dedup.against).
-DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror"]
+DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror", "phash_long"]
 HASHES = pa.schema([("key", pa.string()), ("sha256", pa.string()), ("phash", pa.uint64()), ("pixels", pa.int64()),
-                    ("aesthetic", pa.float32()), ("run", pa.string()), *[(c, pa.uint64()) for c in DEDUP_HASHES]])
+                    ("aesthetic", pa.float32()), ("run", pa.string()),
+                    *[(c, pa.binary(32) if c == "phash_long" else pa.uint64()) for c in DEDUP_HASHES]])
 
 # Dedup decision for every staged sample.
 DEDUP = pa.schema([

@@ -1,6 +1,7 @@
 """Duplicate decisions: the two-hash band search against brute force, identical hashes
 collapsed, leader clusters that cannot chain, the best-copy rule, semantic and earlier-run
-dedup, the Ray shuffle engine, and real photographs with planted copies."""
+dedup, the Ray shuffle engine, real photographs with planted copies, the 256-bit pHash that keeps
+pictures on one background apart, and the kept copy nearest its group's consensus."""
 
 import io
 import itertools
@@ -11,7 +12,8 @@ from PIL import Image, ImageOps
 
 from curate import imaging
 from filters.dedup import deduplicate, leader_clusters, semantic_pairs
-from filters.mih import Hashes, all_pairs, near_pairs, plan
+from filters.mih import Hashes, all_pairs, long_words, near_pairs, plan
+from filters.quality import signals
 
 
 def random_hashes(rng, n):
@@ -194,7 +196,7 @@ def test_real_photographs_with_planted_copies():
         rows += [photo_hashes(c, q) for c, q in zip(copies, [92, 92, 92, 92, 40])]
         # tiles of the same photo: different pictures that share colours and texture
         rows += [photo_hashes(photo.crop((x, y, x + w // 2, y + h // 2))) for x in (0, w // 2) for y in (0, h // 2)]
-    h = Hashes(*(np.array([r[c] for r in rows], dtype=np.uint64) for c in ("phash_core", "dhash_core", "phash_mirror", "dhash_mirror")))
+    h = ingest_hashes(rows)
     n = len(rows)
     letterbox = np.array([0.0, 0.0, 0.28, 0.0, 0.0, 0, 0, 0, 0] * 2)
     quality = np.array([92, 92, 92, 92, 40, 92, 92, 92, 92] * 2)
@@ -203,6 +205,58 @@ def test_real_photographs_with_planted_copies():
     out = deduplicate(keys, keys, h, pixels, np.full(n, np.nan), letterbox, quality).to_pylist()
     assert [r["keep"] for r in out] == [True, False, False, False, False, True, True, True, True] * 2
     assert [r["near_duplicate_of"] for r in out if not r["keep"]] == ["k00"] * 4 + ["k09"] * 4
+
+
+def ingest_hashes(rows: list[dict]) -> Hashes:
+    """The hashes dedup compares, as the dedup phase builds them from ingest rows."""
+    long, known = long_words([r["phash_long"] for r in rows])
+    return Hashes(*(np.array([r[c] for r in rows], dtype=np.uint64) for c in ("phash_core", "dhash_core", "phash_mirror", "dhash_mirror")),
+                  long, known)
+
+
+def test_pictures_sharing_a_background_are_kept_apart_and_their_copies_are_not():
+    from curate.sample import render
+
+    # two different pictures on one background (seeds found to be within both 64-bit radii)
+    a, b = (render(np.random.default_rng(10_396 + s), 320, 240, layout=np.random.default_rng(20_198))[0] for s in (0, 1))
+    brighter = Image.fromarray((np.asarray(a, np.float32) * [1.1, 1.0, 0.9]).clip(0, 255).astype(np.uint8))
+    rows = [photo_hashes(a), photo_hashes(b), photo_hashes(a, 40), photo_hashes(brighter)]
+    h = ingest_hashes(rows)
+    assert (np.bitwise_count(h.p[0] ^ h.p[1]), np.bitwise_count(h.d[0] ^ h.d[1])) == (8, 1)
+    assert h.long_distance(np.array([0]), np.array([1]), np.array([False])).tolist() == [87]
+    keys = np.array(["a", "b", "a_q40", "a_brighter"])
+    pixels, quality = np.full(4, 76_800.0), np.array([92, 92, 40, 92])
+    out = deduplicate(keys, keys, h, pixels, np.full(4, np.nan), np.zeros(4), quality).to_pylist()
+    assert [(r["keep"], r["near_duplicate_of"]) for r in out] == [(True, None), (True, None), (False, "a"), (False, "a")]
+    merged = deduplicate(keys, keys, Hashes(h.p, h.d, h.pm, h.dm), pixels, np.full(4, np.nan), np.zeros(4), quality).to_pylist()
+    assert [r["keep"] for r in merged] == [True, False, False, False]  # the 64-bit hashes alone merge b into a
+
+
+def test_the_kept_copy_is_the_one_nearest_its_groups_consensus():
+    from PIL import ImageDraw
+    from sklearn.datasets import load_sample_images
+
+    photo = Image.fromarray(load_sample_images().images[1])  # flower.jpg
+    logo = photo.copy()
+    ImageDraw.Draw(logo).rectangle([470, 20, 620, 90], fill=(230, 30, 30))
+    shifted = Image.fromarray((np.asarray(photo, np.float32) * [1.15, 1.0, 0.85]).clip(0, 255).astype(np.uint8))
+    copies = [(logo, 92), (shifted, 92), (ImageOps.mirror(logo), 92), (photo.resize((320, 214), Image.LANCZOS), 92), (photo, 40),
+              (photo, 92)]
+    rows, colour = [], []
+    for img, quality in copies:
+        rows.append(photo_hashes(img, quality))
+        q = signals(img)
+        colour.append((q["brightness"], q["colourfulness"]))
+    keys = np.array(["a_logo", "b_shifted", "c_logo_mirrored", "d_small", "e_q40", "f_original"])
+    pixels = np.array([640 * 427] * 3 + [320 * 214] + [640 * 427] * 2, np.float64)
+    quality = np.array([92] * 4 + [40, 92])
+    out = deduplicate(keys, keys, ingest_hashes(rows), pixels, np.full(6, np.nan), np.zeros(6), quality,
+                      colour=np.array(colour)).to_pylist()
+    assert [r["keep"] for r in out] == [False] * 5 + [True]
+    assert {r["near_duplicate_of"] for r in out if not r["keep"]} == {"f_original"}
+    # without the colour, the colour-shifted copy is as near the 256-bit consensus as the original
+    out = deduplicate(keys, keys, ingest_hashes(rows), pixels, np.full(6, np.nan), np.zeros(6), quality).to_pylist()
+    assert [r["keep"] for r in out] == [False, True, False, False, False, False]
 
 
 def test_content_box_finds_a_real_photo_inside_added_borders():
@@ -224,6 +278,9 @@ def test_a_mirrored_picture_swaps_its_hashes_as_shown_and_mirrored():
     assert (b["phash_core"], b["dhash_core"]) == (a["phash_mirror"], a["dhash_mirror"])
     assert (b["phash_mirror"], b["dhash_mirror"]) == (a["phash_core"], a["dhash_core"])
     assert bin(a["phash_core"] ^ a["phash_mirror"]).count("1") > 20  # the photo is not symmetric
+    h = ingest_hashes([a, b])
+    assert h.long_distance(np.array([0]), np.array([1]), np.array([True])).tolist() == [0]  # a fixed bit flip
+    assert h.long_distance(np.array([0]), np.array([1]), np.array([False])).tolist()[0] > 80
 
 
 def test_earlier_run_indexes_without_the_dedup_hashes(tmp_path):
@@ -240,6 +297,7 @@ def test_earlier_run_indexes_without_the_dedup_hashes(tmp_path):
     pq.write_table(pa.table({**base, "dhash": pa.array([7], pa.uint64())}), tmp_path / "older.parquet")
     h = dedup_hashes(prior_hashes([str(tmp_path / "older.parquet")]))
     assert (h.p.tolist(), h.d.tolist(), h.pm.tolist(), h.dm.tolist()) == ([5], [7], [5], [7])  # whole-picture hashes stand in
+    assert h.long_known.tolist() == [False]  # no 256-bit pHash: pairs with it are confirmed on the 64-bit ones
 
 
 def test_ray_shuffle_engine_equals_the_local_engine(ray_cluster):

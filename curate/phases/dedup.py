@@ -16,7 +16,16 @@ import pyarrow.parquet as pq
 from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, staged_rows, write_parquet_atomic
 from filters.dedup import deduplicate
-from filters.mih import Hashes, Pairs, band_keys, keyed_pairs, merge_pairs, near_pairs, plan
+from filters.mih import (
+    Hashes,
+    Pairs,
+    band_keys,
+    keyed_pairs,
+    long_words,
+    merge_pairs,
+    near_pairs,
+    plan,
+)
 from schemas.job import Job
 from schemas.record import DEDUP_HASHES, HASHES
 
@@ -39,11 +48,13 @@ def prior_hashes(paths: list[str]) -> pa.Table:
 
 def dedup_hashes(table: pa.Table) -> Hashes:
     """The border-trimmed (and mirrored) hashes dedup compares; rows without them (earlier
-    runs' indexes from before they existed) fall back to the whole-picture pHash/dHash."""
+    runs' indexes from before they existed) fall back to the whole-picture pHash/dHash, and
+    are not checked on the 256-bit pHash."""
     def col(name: str, fallback: str) -> np.ndarray:
         return pc.coalesce(table[name], table[fallback]).to_numpy(zero_copy_only=False).astype(np.uint64)
+    long, known = long_words(table["phash_long"]) if "phash_long" in table.column_names else (None, None)
     return Hashes(col("phash_core", "phash"), col("dhash_core", "dhash"),
-                  col("phash_mirror", "phash"), col("dhash_mirror", "dhash"))
+                  col("phash_mirror", "phash"), col("dhash_mirror", "dhash"), long, known)
 
 
 def emit_band_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
@@ -118,6 +129,8 @@ def run_dedup(job: Job, run: RunDir) -> dict:
     unknown = np.full(prior.num_rows, np.nan)
     letterbox = np.concatenate([unknown, quality.field("letterbox").to_numpy(zero_copy_only=False)])
     jpeg_quality = np.concatenate([unknown, quality.field("jpeg_quality").to_numpy(zero_copy_only=False)])
+    colour = np.stack([np.concatenate([unknown, quality.field(f).to_numpy(zero_copy_only=False)]) for f in ("brightness", "colourfulness")],
+                      axis=1).astype(np.float64)
     embeddings = None
     if cfg.semantic.enabled and staged.num_rows:
         if prior.num_rows:
@@ -125,9 +138,9 @@ def run_dedup(job: Job, run: RunDir) -> dict:
         embeddings = np.stack(staged["embedding"].to_numpy(zero_copy_only=False))
     decisions = deduplicate(
         col("key"), col("sha256"), hashes, pixels, col("aesthetic"), letterbox, jpeg_quality, exact=cfg.exact,
-        near=cfg.near, k=cfg.max_distance, kd=cfg.confirm_distance, embeddings=embeddings,
+        near=cfg.near, k=cfg.max_distance, kd=cfg.confirm_distance, kl=cfg.long_distance, embeddings=embeddings,
         semantic_threshold=cfg.semantic.threshold if cfg.semantic.enabled else None, prior=prior.num_rows,
-        pair_finder=near_pairs if engine == "local" else ray_near_pairs,
+        pair_finder=near_pairs if engine == "local" else ray_near_pairs, colour=colour,
     )
     write_parquet_atomic(run.dedup, decisions)
     dropped = decisions.filter(pc.invert(decisions["keep"]))
