@@ -23,3 +23,14 @@ def table(rows: list[tuple[str, float, float]], unit: str) -> None:
     print(f"{'measure':<44}{'curate':>14}{'baseline':>14}{'ratio':>9}")
     for what, ours, base in rows:
         print(f"{what:<44}{ours:>11.1f} {unit:<2}{base:>11.1f} {unit:<2}{ours / base:>8.1f}x")
+
+
+def cache_dir(*parts: str):
+    """Where benchmarks keep what is slow to make (generated corpora, tool venvs):
+    $CURATE_BENCH_CACHE, else ~/.cache/curate-bench."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("CURATE_BENCH_CACHE", Path.home() / ".cache" / "curate-bench")).joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
