@@ -86,10 +86,21 @@ def sniff(head: bytes) -> str:
     raise ProbeError("not_an_image", f"unrecognised bytes starting {head[:16]!r}")
 
 
-def probe(data: bytes) -> Header:
-    """Format, EXIF-corrected size and orientation from the header, without decoding pixels."""
+# Bytes read first for the header probe: the SOF of a typical JPEG, a PNG's IHDR, a WebP's
+# VP8/VP8L/VP8X header lie in the first few hundred bytes; a big EXIF/ICC block before a JPEG's
+# SOF makes the probe ask for more (doubling up to `fetch.header_bytes`, then the whole file).
+FIRST_HEADER_BYTES = 8192
+
+
+def probe(data: bytes, partial: bool = False) -> Header:
+    """Format, EXIF-corrected size and orientation from the header, without decoding pixels.
+
+    `partial`: `data` is only the first bytes of the file. Pillow reads a WebP whole, so a
+    partial WebP is read from its RIFF header here (see `_webp_header`)."""
     if not data:
         raise ProbeError("empty_file", "zero bytes")
+    if partial and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_header(data)
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = _CAMERA_JPEG.get(img.format, img.format)
@@ -105,6 +116,23 @@ def probe(data: bytes) -> Header:
     if orientation in _SWAPS_AXES:
         w, h = h, w
     return Header(FORMATS[fmt], w, h, orientation, quality)
+
+
+def _webp_header(head: bytes) -> Header:
+    """Size of a WebP from its first chunk (RFC 9649): VP8X canvas, VP8 frame header or VP8L
+    header. A VP8X file that flags EXIF keeps its EXIF (and orientation) after the pixels, so
+    it raises ProbeError and the caller reads the whole file, as for any incomplete header."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30 and not head[20] & 0x08:
+        w, h = 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    elif chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        w, h = int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    elif chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        w, h = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    else:
+        raise ProbeError("not_an_image", "WebP header incomplete or not readable from the first bytes")
+    return Header("webp", w, h, 1)
 
 
 def _orientation(img: Image.Image) -> int:

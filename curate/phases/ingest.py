@@ -52,23 +52,33 @@ async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> d
         await reader.close()
 
 
+async def _read_header(reader, cap: int) -> tuple[imaging.Header, bytes | None]:
+    """The header from as few bytes as it takes: FIRST_HEADER_BYTES, doubled while the probe
+    finds the header incomplete, up to `cap` (fetch.header_bytes), then the whole content.
+    Returns the header and the whole content when it was read (else None)."""
+    n = min(imaging.FIRST_HEADER_BYTES, cap)
+    head = await reader.head(n)
+    imaging.sniff(head)
+    while True:
+        whole = reader.size is not None and len(head) >= reader.size
+        try:
+            return imaging.probe(head, partial=not whole), (head if whole else None)
+        except imaging.ProbeError:
+            if whole:
+                raise
+        if n >= cap:
+            break
+        n = min(2 * n, cap)
+        head = await reader.head(n)
+    data = await reader.rest()  # the header lies beyond `cap` (or the bytes are no image)
+    return imaging.probe(data), data
+
+
 async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, source: int) -> dict:
     """Each stretch between awaits is synchronous, so the decode counter's change over it
     belongs to this input alone."""
-    head = await reader.head(job.fetch.header_bytes)
-    before = imaging.decode_count()
-    imaging.sniff(head)
-    whole = reader.size is not None and len(head) >= reader.size
-    data = head if whole else None
-    try:
-        header = imaging.probe(head)
-    except imaging.ProbeError:
-        if whole:
-            raise
-        decodes = imaging.decode_count() - before
-        data = await reader.rest()  # the header lies beyond the first bytes
-        before = imaging.decode_count() - decodes
-        header = imaging.probe(data)
+    header, data = await _read_header(reader, job.fetch.header_bytes)
+    before = imaging.decode_count()   # probes decode no pixels, so counting starts here
     rule = job.filters.resolution
     out = {"format": header.format, "width": header.width, "height": header.height, "exif_rotated": header.rotated,
            "is_4k": is_4k(header.width, header.height, rule), "bytes": reader.size}
