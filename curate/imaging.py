@@ -358,6 +358,12 @@ def content_box(img: Image.Image, tol: float = 8.0) -> tuple[int, int, int, int]
     return left, top, w - right, h - bottom
 
 
+def content_hashes(data: bytes, img: Image.Image) -> dict:
+    """Every hash ingest stores for an image: sha256 of its bytes, pHash and dHash of its
+    working-size decode `img`, and the border-trimmed / mirrored ones (`dedup_hashes`)."""
+    return {"sha256": sha256(data), "phash": phash64(img), "dhash": dhash64(img), **dedup_hashes(img)}
+
+
 def dedup_hashes(img: Image.Image) -> dict[str, int]:
     """pHash and dHash of the picture with its borders trimmed, as shown and mirrored left-right.
 

@@ -101,8 +101,8 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
         return {**out, "status": exc.reason, "detail": exc.detail, "received": reader.received,
                 "decodes": imaging.decode_count() - before}
     quality = {**signals(img), "jpeg_quality": header.jpeg_quality}
-    out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),
-               **imaging.dedup_hashes(img), quality=quality, status=STAGED, received=reader.received, avoided=0)
+    out.update(bytes=len(data), **imaging.content_hashes(data, img), quality=quality, status=STAGED,
+               received=reader.received, avoided=0)
     if job.filters.aesthetics.enabled:
         out.update(pixels=img.tobytes(), pixels_shape=[img.height, img.width])
     out["decodes"] = imaging.decode_count() - before
