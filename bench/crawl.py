@@ -6,7 +6,8 @@ cropped copies), listed in shuffled order. One server (tests/servers/http_server
 support, a log of the bytes sent per request) serves it to both tools, back to back:
 
 - img2dataset, installed into its own virtualenv under the bench cache (never the project's):
-  `--min_image_size 1024 --resize_mode no --skip_reencode True`, 2 processes x 16 threads;
+  `--min_image_size 1024 --resize_mode no --skip_reencode True`, 2 processes x 16 threads, six
+  shards (with its default 10,000 per shard the whole list is one shard, done by one process);
 - curate, the same gate (min_side 1024), aesthetics and hallucination scoring off, the tiny
   random VLM generating one token at 64 px (captioning costs next to nothing).
 
@@ -224,8 +225,10 @@ def crawl(work: Path, distinct: int, duplicates: int) -> None:
         t_i2d = run_timed([str(i2d), "--url_list", str(url_list), "--input_format", "parquet", "--url_col", "URL",
                            "--caption_col", "TEXT", "--output_folder", str(i2d_out), "--output_format", "webdataset",
                            "--processes_count", "2", "--thread_count", "16", "--min_image_size", str(GATE),
-                           "--resize_mode", "no", "--skip_reencode", "True", "--enable_wandb", "False"],
-                          work / "img2dataset.log")
+                           "--resize_mode", "no", "--skip_reencode", "True", "--enable_wandb", "False",
+                           # several shards, so that both processes work (one shard is one process's job)
+                           "--number_sample_per_shard", str(max(1, len(urls) // 6))],
+                          work / "img2dataset.log", {"NO_ALBUMENTATIONS_UPDATE": "1"})
         n_log = len(web.log.read_text().splitlines())
         i2d_req, i2d_bytes, i2d_small = served(web.log, 0, small)
 
