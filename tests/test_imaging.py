@@ -1,5 +1,6 @@
 """Header probe, EXIF orientation, working-size decode and the resolution gate."""
 
+import functools
 import io
 
 import numpy as np
@@ -84,12 +85,17 @@ def test_phash_survives_reencode_and_separates_different_images():
     assert imaging.hamming(ha, hb) > 10
 
 
+@functools.cache
+def _upright_4k() -> Image.Image:
+    rng = np.random.default_rng(3)
+    return Image.fromarray((rng.random((34, 60, 3)) * 255).astype(np.uint8)).resize((3840, 2160), Image.BICUBIC)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_model_decode_turns_every_exif_orientation_upright(orientation):
     """The captioners' feed: the stored pixels decoded (DCT-scaled) and resized exactly as for an
     image without EXIF, then turned as the tag says; the result matches the upright picture."""
-    rng = np.random.default_rng(3)
-    upright = Image.fromarray((rng.random((34, 60, 3)) * 255).astype(np.uint8)).resize((3840, 2160), Image.BICUBIC)
+    upright = _upright_4k()
     turn = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
             8: Image.Transpose.ROTATE_270}[orientation]   # what a camera stores for each tag
@@ -113,9 +119,9 @@ def test_model_decode_turns_every_exif_orientation_upright(orientation):
 
 def test_model_decode_of_other_formats_and_small_images():
     rng = np.random.default_rng(4)
-    big = Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((4000, 3000), Image.BICUBIC)
+    big = Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((2800, 2100), Image.BICUBIC)
     buf = io.BytesIO()
-    big.save(buf, "PNG")
+    big.save(buf, "PNG", compress_level=1)
     got = imaging.decode_for_model(buf.getvalue(), 1344)   # box-reduced 2x, then resized
     assert got.size == (1344, 1008)
     assert np.abs(np.asarray(got, np.int16) - np.asarray(big.resize((1344, 1008), Image.BILINEAR), np.int16)).mean() < 3
