@@ -46,6 +46,7 @@ class Sampler(threading.Thread):
         self.root, self.every = psutil.Process(pid), every
         self.driver = self.worker = self.total = 0
         self.worst = ""
+        self.at_peak: list[tuple[int, str]] = []   # (RSS, process) of every process when the sum peaked
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -70,8 +71,18 @@ class Sampler(threading.Thread):
                         self.worst = " ".join(p.cmdline())[:80]
                     except psutil.Error:
                         pass
-            self.total = max(self.total, sum(rss.values()))
+            if sum(rss.values()) > self.total:
+                self.total = sum(rss.values())
+                self.at_peak = sorted(((r, _name(p)) for p, r in rss.items()), reverse=True)
             self.done.wait(self.every)
+
+
+def _name(p) -> str:
+    try:
+        cmd = p.cmdline()
+    except psutil.Error:
+        return "?"
+    return next((c for c in cmd if c.startswith("ray::")), " ".join(cmd)[:40])
 
 
 def measure(folder: Path, work: Path, models: Path) -> dict:
@@ -90,7 +101,8 @@ def measure(folder: Path, work: Path, models: Path) -> dict:
         raise SystemExit(f"curate failed ({proc.returncode}); see {work / 'curate.log'}")
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     return {"written": manifest["counts"]["written"], "seconds": time.perf_counter() - start, "driver": sampler.driver,
-            "worker": sampler.worker, "worst": sampler.worst, "total": sampler.total, "phases": manifest["timings_s"]}
+            "worker": sampler.worker, "worst": sampler.worst, "total": sampler.total, "at_peak": sampler.at_peak,
+            "phases": manifest["timings_s"]}
 
 
 def main() -> None:
@@ -108,6 +120,8 @@ def main() -> None:
         print(f"{what:<30}{a[key] / 1e6:>12.0f}{b[key] / 1e6:>12.0f}{b[key] / a[key]:>8.2f}x")
     for n, r in results.items():
         print(f"{n}: largest worker: {r['worst']}\n{n}: seconds per phase: " + ", ".join(f"{k} {v}" for k, v in r["phases"].items()))
+        print(f"{n}: at the peak of the sum, {len(r['at_peak'])} processes: "
+              + ", ".join(f"{name} {rss / 1e6:.0f}" for rss, name in r["at_peak"][:8]))
     print("target: peak RSS at 2,000 within 1.2x of 500", flush=True)
 
 
