@@ -171,7 +171,7 @@ def curate_job(work: Path, name: str, source: dict, models: Path) -> Path:
 def run_timed(cmd: list[str], log: Path, env: dict | None = None) -> float:
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT)
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"{cmd[0]} failed ({proc.returncode}); see {log}")
