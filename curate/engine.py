@@ -42,7 +42,7 @@ def init_ray(address: str | None, num_cpus: int | None, no_progress_timeout_s: f
             ray.init(address=address, **kwargs)
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(num_cpus=num_cpus, **kwargs)
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)   # "local": never join a `ray start` cluster found on the machine
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_no_progress_timeout_s = no_progress_timeout_s

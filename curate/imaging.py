@@ -70,10 +70,21 @@ def sniff(head: bytes) -> str:
     raise InputError(Reason.NOT_AN_IMAGE, f"unrecognised bytes starting {head[:16]!r}")
 
 
-def probe(data: bytes) -> Header:
-    """Format, EXIF-corrected size and orientation from the header, without decoding pixels."""
+# Bytes read first for the header probe: the SOF of a typical JPEG, a PNG's IHDR, a WebP's
+# VP8/VP8L/VP8X header lie in the first few hundred bytes; a big EXIF/ICC block before a JPEG's
+# SOF makes the probe ask for more (doubling up to `fetch.header_bytes`, then the whole file).
+FIRST_HEADER_BYTES = 8192
+
+
+def probe(data: bytes, partial: bool = False) -> Header:
+    """Format, EXIF-corrected size and orientation from the header, without decoding pixels.
+
+    `partial`: `data` is only the first bytes of the file. Pillow reads a WebP whole, so a
+    partial WebP is read from its RIFF header here (see `_webp_header`)."""
     if not data:
         raise InputError(Reason.EMPTY_FILE, "zero bytes")
+    if partial and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_header(data)
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = _CAMERA_JPEG.get(img.format, img.format)
@@ -89,6 +100,23 @@ def probe(data: bytes) -> Header:
     if orientation in _SWAPS_AXES:
         w, h = h, w
     return Header(FORMATS[fmt], w, h, orientation, quality)
+
+
+def _webp_header(head: bytes) -> Header:
+    """Size of a WebP from its first chunk (RFC 9649): VP8X canvas, VP8 frame header or VP8L
+    header. A VP8X file that flags EXIF keeps its EXIF (and orientation) after the pixels, so
+    it raises InputError and the caller reads the whole file, as for any incomplete header."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30 and not head[20] & 0x08:
+        w, h = 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    elif chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        w, h = int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    elif chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        w, h = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    else:
+        raise InputError(Reason.NOT_AN_IMAGE, "WebP header incomplete or not readable from the first bytes")
+    return Header("webp", w, h, 1)
 
 
 def _orientation(img: Image.Image) -> int:
@@ -130,6 +158,49 @@ def decode_working(data: bytes, side: int, decodes: Decodes | None = None) -> Im
             return rgb8(img)
     except Exception as exc:
         raise InputError(Reason.DECODE_ERROR, f"pixel data unreadable: {exc}") from None
+
+
+def decode_for_model(data: bytes, side: int, decodes: Decodes | None = None) -> Image.Image:
+    """The upright RGB picture with its long side at most `side`, as a model's input (the
+    captioners' CPU feed). JPEG decodes through DCT scaling (draft) at the smallest 1/2, 1/4 or
+    1/8 size still covering the target, other formats are box-reduced to within 2x of it; the
+    last step, under 2x, is a bilinear resize in OpenCV (several times Pillow's speed here);
+    the EXIF orientation is applied last, to the small image.
+    A 3840x2160 JPEG to 1344 px: bench/ingest. Raises InputError('decode_error')."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            if decodes is not None:
+                decodes.count += 1
+            target = fit_within(*img.size, side)     # as stored; the orientation turns it at the end
+            if img.format == "JPEG":
+                img.draft("RGB", target)
+            img.load()
+            orientation = img.getexif().get(ORIENTATION_TAG, 1)
+            img = rgb8(img)
+            factor = min(img.width // target[0], img.height // target[1])
+            if factor >= 2:
+                img = img.reduce(factor)
+            if img.size != target:
+                img = Image.fromarray(_cv2().resize(np.asarray(img), target, interpolation=_cv2().INTER_LINEAR))
+            return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
+    except Exception as exc:
+        raise InputError(Reason.DECODE_ERROR, f"pixel data unreadable: {exc}") from None
+
+
+# EXIF orientation -> the turn that shows the picture upright (as ImageOps.exif_transpose does)
+_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}
+
+
+@functools.cache
+def _cv2():
+    import cv2
+
+    cv2.setNumThreads(1)   # one CPU per Ray task: no thread pool of its own
+    return cv2
 
 
 ENCODERS = {ext: fmt for fmt, ext in FORMATS.items()}
@@ -290,6 +361,12 @@ def phash_long(img: Image.Image) -> bytes:
     bits = dctn(grey, type=2)[:16, :16] > 0
     bits[0, 0] = False
     return np.packbits(bits).tobytes()
+
+
+def content_hashes(data: bytes, img: Image.Image) -> dict:
+    """Every hash ingest stores for an image: sha256 of its bytes, pHash and dHash of its
+    working-size decode `img`, and the border-trimmed / mirrored / 256-bit ones (`dedup_hashes`)."""
+    return {"sha256": sha256(data), "phash": phash64(img), "dhash": dhash64(img), **dedup_hashes(img)}
 
 
 def dedup_hashes(img: Image.Image) -> dict[str, int | bytes]:

@@ -1,5 +1,6 @@
 """Header probe, EXIF orientation, working-size decode and the resolution gate."""
 
+import functools
 import io
 
 import numpy as np
@@ -88,3 +89,50 @@ def test_phash_survives_reencode_and_separates_different_images():
     ha, hre, hb = (imaging.phash64(imaging.decode_working(d, 512)) for d in (a, re.getvalue(), b))
     assert imaging.hamming(ha, hre) <= 4
     assert imaging.hamming(ha, hb) > 10
+
+
+@functools.cache
+def _upright_4k() -> Image.Image:
+    rng = np.random.default_rng(3)
+    return Image.fromarray((rng.random((34, 60, 3)) * 255).astype(np.uint8)).resize((3840, 2160), Image.BICUBIC)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_model_decode_turns_every_exif_orientation_upright(orientation):
+    """The captioners' feed: the stored pixels decoded (DCT-scaled) and resized exactly as for an
+    image without EXIF, then turned as the tag says; the result matches the upright picture."""
+    upright = _upright_4k()
+    turn = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_270}[orientation]   # what a camera stores for each tag
+    stored = upright.transpose(turn) if turn is not None else upright
+    plain, tagged = (io.BytesIO(), io.BytesIO())
+    stored.save(plain, "JPEG", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(tagged, "JPEG", quality=90, exif=exif.tobytes())
+    got = imaging.decode_for_model(tagged.getvalue(), 1344)
+    assert got.size == (1344, 756) and got.mode == "RGB"
+    undo = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}.get(orientation)
+    same_pixels = imaging.decode_for_model(plain.getvalue(), 1344)
+    assert got.tobytes() == (same_pixels.transpose(undo) if undo is not None else same_pixels).tobytes()
+    reference = upright.resize((1344, 756), Image.BILINEAR)   # the upright picture: only JPEG and resampling noise apart
+    assert np.abs(np.asarray(got, np.int16) - np.asarray(reference, np.int16)).mean() < 3
+    assert np.abs(np.asarray(got.transpose(Image.Transpose.ROTATE_180), np.int16) - np.asarray(reference, np.int16)).mean() > 20
+
+
+def test_model_decode_of_other_formats_and_small_images():
+    rng = np.random.default_rng(4)
+    big = Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((2800, 2100), Image.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, "PNG", compress_level=1)
+    got = imaging.decode_for_model(buf.getvalue(), 1344)   # box-reduced 2x, then resized
+    assert got.size == (1344, 1008)
+    assert np.abs(np.asarray(got, np.int16) - np.asarray(big.resize((1344, 1008), Image.BILINEAR), np.int16)).mean() < 3
+    small = jpeg(800, 600)
+    assert imaging.decode_for_model(small, 1344).size == (800, 600)    # never enlarged
+    with pytest.raises(InputError) as exc:
+        imaging.decode_for_model(small[: len(small) // 2], 1344)
+    assert exc.value.reason == "decode_error"

@@ -22,7 +22,7 @@ from captioners import build_captioner, vllm_batch
 from captioners.base import FINISH_LENGTH
 from captioners.postprocess import clean, token_counter
 from curate.engine import actor_resources, commit_by_unit, unit_dataset
-from curate.imaging import decode_working
+from curate.imaging import decode_for_model
 from curate.phases.rejects import rejects_from
 from curate.sources import stored_bytes
 from curate.storage import RunDir, read_parquet_dir, staged_rows, write_parquet_atomic
@@ -55,7 +55,7 @@ def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: t
     rows = []
     for row in batch.select(["unit", "key", "alt", "uri", "source", "blob"]).to_pylist():
         try:
-            image, error = decode_working(stored_bytes(row, job, Path(root)), side), None
+            image, error = decode_for_model(stored_bytes(row, job, Path(root)), side), None
         except Exception as exc:
             image, error = None, f"{type(exc).__name__}: {exc}"
         out = prepared_row(row["unit"], row["key"], row["alt"], image, error)

@@ -51,19 +51,31 @@ async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> d
         await reader.close()
 
 
-async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, source: int) -> dict:
-    head = await reader.head(job.fetch.header_bytes)
-    decodes = imaging.Decodes()
+async def _read_header(reader, cap: int) -> tuple[imaging.Header, bytes | None]:
+    """The header from as few bytes as it takes: FIRST_HEADER_BYTES, doubled while the probe
+    finds the header incomplete, up to `cap` (fetch.header_bytes), then the whole content.
+    Returns the header and the whole content when it was read (else None)."""
+    n = min(imaging.FIRST_HEADER_BYTES, cap)
+    head = await reader.head(n)
     imaging.sniff(head)
-    whole = reader.size is not None and len(head) >= reader.size
-    data = head if whole else None
-    try:
-        header = imaging.probe(head)
-    except InputError:
-        if whole:
-            raise
-        data = await reader.rest()  # the header lies beyond the first bytes
-        header = imaging.probe(data)
+    while True:
+        whole = reader.size is not None and len(head) >= reader.size
+        try:
+            return imaging.probe(head, partial=not whole), (head if whole else None)
+        except InputError:
+            if whole:
+                raise
+        if n >= cap:
+            break
+        n = min(2 * n, cap)
+        head = await reader.head(n)
+    data = await reader.rest()  # the header lies beyond `cap` (or the bytes are no image)
+    return imaging.probe(data), data
+
+
+async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, source: int) -> dict:
+    header, data = await _read_header(reader, job.fetch.header_bytes)
+    decodes = imaging.Decodes()   # probes decode no pixels, so counting starts here
     rule = job.filters.resolution
     out = {"format": header.format, "width": header.width, "height": header.height, "exif_rotated": header.rotated,
            "is_4k": is_4k(header.width, header.height, rule), "bytes": reader.size}
@@ -79,8 +91,8 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
         return {**out, "status": exc.reason.value, "detail": exc.detail, "received": reader.received,
                 "decodes": decodes.count}
     quality = {**signals(img), "jpeg_quality": header.jpeg_quality}
-    out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),
-               **imaging.dedup_hashes(img), quality=quality, status=STAGED, received=reader.received, avoided=0)
+    out.update(bytes=len(data), **imaging.content_hashes(data, img), quality=quality, status=STAGED,
+               received=reader.received, avoided=0)
     if job.filters.aesthetics.enabled:
         out.update(pixels=img.tobytes(), pixels_shape=[img.height, img.width])
     out["decodes"] = decodes.count

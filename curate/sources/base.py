@@ -39,6 +39,10 @@ def printable(name: str) -> str:
 
 
 class Reader(Protocol):
+    """`head(n)`: the first n bytes (all of them when the file is shorter). Called again with a
+    larger n it transfers only the bytes not read yet, so a header probe can start small and
+    grow. `rest()`: the whole content, reusing what `head` read."""
+
     rereadable: bool        # True: later phases read the source again; False: ingest stages the bytes
     size: int | None        # total bytes when known (before or after head())
     received: int           # bytes transferred so far
@@ -188,6 +192,7 @@ class LocalReader:
         self.size = os.fstat(self.fd).st_size
         self.max_bytes = max_bytes
         self.received = 0
+        self._head = b""
         self._data: bytes | None = None
         if self.size > max_bytes:
             os.close(self.fd)
@@ -195,9 +200,11 @@ class LocalReader:
             raise InputError(Reason.TOO_MANY_BYTES, f"{self.size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
-        data = os.pread(self.fd, min(n, self.size), 0)
-        self.received += len(data)
-        return data
+        if min(n, self.size) > len(self._head):
+            more = os.pread(self.fd, min(n, self.size) - len(self._head), len(self._head))
+            self._head += more
+            self.received += len(more)
+        return self._head
 
     async def rest(self) -> bytes:
         if self._data is None:
@@ -222,7 +229,7 @@ class MemoryReader:
             raise InputError(Reason.TOO_MANY_BYTES, f"{self.size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
-        return self.data
+        return self.data[:n]
 
     async def rest(self) -> bytes:
         return self.data

@@ -191,6 +191,19 @@ class HttpReader:
 
 
     async def head(self, n: int) -> bytes:
+        """The first n bytes; called again with a larger n, the next stretch only (a ranged GET
+        tied to the first response by If-Range, or more of a response that ignored the range)."""
+        if self._complete or len(self._data) >= n:
+            return self._data
+        if self._data or self._resp is not None:
+            if self._resp is None:
+                await self._reopen(end=n - 1)
+            ranged = self._resp.status_code == 206
+            self._data += await self._read(until=n)
+            if ranged or self._complete:
+                self._complete = self._complete or (self.size is not None and len(self._data) >= self.size)
+                await self.close()
+            return self._data
         resp, self.url = await self.session.open(self.url, 0, n - 1)
         self._resp, self._chunks = resp, body_chunks(resp)
         etag = resp.headers.get("etag", "")
@@ -225,16 +238,17 @@ class HttpReader:
         self._complete = True
         return self._data
 
-    async def _reopen(self) -> None:
-        """The remaining range, sent with If-Range (the first response's strong ETag or
-        Last-Modified): a changed file comes back whole (200) instead of spliced. Without a
-        validator the whole body is fetched again (a few kB more), never two halves of two files."""
+    async def _reopen(self, end: int | None = None) -> None:
+        """The remaining range (up to `end`), sent with If-Range (the first response's strong
+        ETag or Last-Modified): a changed file comes back whole (200) instead of spliced. Without
+        a validator it starts again from byte 0 (a few kB more), never two halves of two files."""
         start = len(self._data) if self._validator else 0
-        resp, _ = await self.session.open(self.url, start, if_range=self._validator)
+        resp, _ = await self.session.open(self.url, start, end, if_range=self._validator)
         self._resp, self._chunks = resp, body_chunks(resp)
-        if resp.status_code == 200:   # everything again (changed, or the range was ignored)
+        if resp.status_code == 200 or start == 0:   # from byte 0 again (changed, range ignored, no validator)
             self._data = b""
-            return
+            if resp.status_code == 200:
+                return
         m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
         total = int(m.group(3)) if m and m.group(3) != "*" else None
         if not m or int(m.group(1)) != start or total != self.size:

@@ -105,10 +105,13 @@ class S3Reader:
             raise InputError(Reason.TOO_MANY_BYTES, f"{size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
-        if self.size == 0:
-            return b""
-        self._head, self._etag = await asyncio.to_thread(get_object, self.uri, self.opts, 0, min(n, self.size) - 1)
-        self.received += len(self._head)
+        if min(n, self.size) <= len(self._head):
+            return self._head
+        # a longer header: only the next stretch, of the same object version as the first
+        more, etag = await asyncio.to_thread(get_object, self.uri, self.opts, len(self._head), min(n, self.size) - 1, self._etag)
+        self._etag = self._etag or etag
+        self._head += more
+        self.received += len(more)
         return self._head
 
     async def rest(self) -> bytes:
