@@ -58,7 +58,7 @@ def baseline_loop(model_dir: Path, imgs: list[Image.Image], batch: int, device: 
     for i in range(0, len(imgs), batch):
         run(imgs[i:i + batch])
     rate = len(imgs) / (time.perf_counter() - t)
-    model = None  # noqa: F841 (frees the weights: the closure holds the only other reference)
+    model = None  # frees the weights: the closure holds the only other reference)
     if device == "cuda":
         torch.cuda.empty_cache()  # the actors that follow run in other processes on the same GPU
     return rate
