@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import failpoint
 from curate.phases.ingest import STAGED
 from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
@@ -142,6 +143,7 @@ def run_dedup(job: Job, run: RunDir) -> dict:
         pair_finder=near_pairs if engine == "local" else ray_near_pairs,
     )
     write_parquet_atomic(run.dedup, decisions)
+    failpoint.hit("dedup.decided")
     dropped = decisions.filter(pc.invert(decisions["keep"]))
     dropped = staged.select(["unit", "key", "source", "uri"]).join(
         dropped.select(["key", "reason", "dup_cluster", "near_duplicate_of"]), "key", join_type="inner")

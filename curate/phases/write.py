@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
+from curate import failpoint
 from curate.card import dataset_card
 from curate.engine import split_by
 from curate.imaging import ORIENTATION_TAG, fit_within, for_training, sha256
@@ -134,6 +135,7 @@ def write_shard(batch: pa.Table, work: str, job_json: str) -> pa.Table:
             record = {k: row.get(k) for k in INDEX.names} | stored
             sink.write({"__key__": row["key"], "txt": row["caption"].encode(), "json": record_json(record)})
             members.append(stored)
+            failpoint.hit("write.member")
         table = pa.Table.from_pylist(members, schema=MEMBERS)
         write_parquet_atomic(done, table)
     return table
@@ -158,6 +160,7 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
         parts = []
         for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             parts.append(part)
+            failpoint.hit("write.shard")
             if task is not None:
                 progress.advance(task, part.num_rows)
         stored = pa.concat_tables(parts)
@@ -165,6 +168,7 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
             raise RuntimeError(f"wrote {stored.num_rows} samples for {index.num_rows} planned")
         index = with_members(index, stored)
     write_partitioned_atomic(run.index, index.select(INDEX.names).sort_by("key"), "bucket")
+    failpoint.hit("write.index")
     write_parquet_atomic(run.hashes, hash_index(job, index, staged))
     write_parquet_atomic(run.report / "hallucinations.parquet", evidence_table(captioned, index))
     card = dataset_card(job, index, f"{shard_folder(job.output.bucket_table)}/*/*.tar")
