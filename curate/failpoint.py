@@ -33,7 +33,7 @@ def hit(name: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
-    wanted = dict((part.split(":") + ["1"])[:2] for part in spec.split(",") if part)
+    wanted = dict([*part.split(":"), "1"][:2] for part in spec.split(",") if part)
     if name not in wanted:
         return
     _passes[name] += 1

@@ -114,6 +114,7 @@ def ray_near_pairs(h: Hashes, k: int, kd: int, blocks: int | None = None) -> Pai
 def run_dedup(job: Job, run: RunDir) -> dict:
     if run.is_done(run.marker("dedup")):
         return {"skipped": True}
+    failpoint.hit("dedup.start")
     cfg = job.dedup
     staged = staged_rows(run, embeddings=cfg.semantic.enabled)
     prior = prior_hashes(cfg.against)
