@@ -46,7 +46,9 @@ def init_ray(address: str | None, num_cpus: int | None, no_progress_timeout_s: f
             ray.init(address=address, **kwargs)
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(num_cpus=num_cpus, **kwargs)
+            # "local": a new embedded cluster, even when another one (`ray start`) runs on this
+            # machine; with no address, ray.init would join that one (/tmp/ray/ray_current_cluster)
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_no_progress_timeout_s = no_progress_timeout_s
