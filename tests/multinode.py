@@ -6,8 +6,9 @@ Each group runs one job on a cluster of SHAPE (CPUs per worker node, e.g. "2,2")
 one cluster, reshaped between them (nodes removed from the end, then added). PHASES (e.g.
 "ingest,dedup,caption,write", or "none") are where the last worker node is removed: ingest and
 caption at their first unit commit, write at its first finished shard, dedup as it starts. A
-fresh node of the same size then replaces it (in a thread, while the phase runs on), so a
-1-node cluster loses all of its CPUs for a while and each phase can lose a node. RESULT_JSON
+fresh node of the same size then replaces it (added from the driver's main thread, as Ray's
+node start installs signal handlers, while the phase's tasks run on), so a 1-node cluster has
+no CPU at all for a while and each phase can lose a node. RESULT_JSON
 receives the manifest's counts and timings, and per phase the work committed when the node
 was removed (units or shards) out of the total.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 
 POINTS = {"ingest": "ingest.commit", "dedup": "dedup.start", "caption": "caption.commit", "write": "write.shard"}
@@ -27,14 +27,12 @@ class Nodes:
 
     def __init__(self, cluster):
         self.cluster, self.nodes, self.cpus = cluster, [], []
-        self.replacing: threading.Thread | None = None
 
     def add(self, cpus: int) -> None:
         self.nodes.append(self.cluster.add_node(num_cpus=cpus))
         self.cpus.append(cpus)
 
     def reshape(self, shape: list[int]) -> None:
-        self.settle()
         while self.cpus and self.cpus != shape[:len(self.cpus)]:
             self.cluster.remove_node(self.nodes.pop())
             self.cpus.pop()
@@ -43,17 +41,9 @@ class Nodes:
         self.cluster.wait_for_nodes()
 
     def replace_last(self) -> None:
-        """Remove the last worker node now; a fresh one of its size joins in the background."""
-        self.settle()
+        """Remove the last worker node, then add a fresh one of its size."""
         self.cluster.remove_node(self.nodes.pop())
-        cpus = self.cpus.pop()
-        self.replacing = threading.Thread(target=self.add, args=(cpus,))
-        self.replacing.start()
-
-    def settle(self) -> None:
-        if self.replacing is not None:
-            self.replacing.join()
-            self.replacing = None
+        self.add(self.cpus.pop())
 
 
 def progress(work: Path, phase: str) -> list[int]:
@@ -86,7 +76,6 @@ def run_group(nodes: Nodes, address: str, shape: str, phases: str, job_path: Pat
     finally:
         for point in POINTS.values():
             failpoint.on(point, None)
-        nodes.settle()
     if "write" in removed:
         removed["write"][1] = result.manifest["shards"]
     result_path.write_text(json.dumps({"counts": result.manifest["counts"], "removed": removed,
@@ -94,6 +83,10 @@ def run_group(nodes: Nodes, address: str, shape: str, phases: str, job_path: Pat
 
 
 def main() -> None:
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # a hang's stacks: kill -USR1 PID
     from ray.cluster_utils import Cluster
 
     args = sys.argv[1:]
