@@ -150,7 +150,8 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
     staged = staged_rows(run)   # read once: the plan's metadata and the next run's hash index
     index = plan_records(job, run, captioned, staged)
     shards = sorted(set(index["shard"].to_pylist()))
-    output_for(job).sweep(shard_folder(job.output.bucket_table))
+    output = output_for(job)
+    output.sweep(shard_folder(job.output.bucket_table))
     if shards:
         ds = ray.data.from_arrow(split_by(index, "shard")).map_batches(
             write_shard, batch_size=None, batch_format="pyarrow",
@@ -167,6 +168,9 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
         if stored.num_rows != index.num_rows:
             raise RuntimeError(f"wrote {stored.num_rows} samples for {index.num_rows} planned")
         index = with_members(index, stored)
+        # a writer killed mid-shard and retried by Ray left its temporary file or open upload: every
+        # writer has finished now, so whatever is left in the shard folders is such a leftover
+        output.sweep(shard_folder(job.output.bucket_table))
     write_partitioned_atomic(run.index, index.select(INDEX.names).sort_by("key"), "bucket")
     failpoint.hit("write.index")
     write_parquet_atomic(run.hashes, hash_index(job, index, staged))
