@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import failpoint
+
 QUIET_ENV = {"RAY_DATA_LOG_LEVEL": "ERROR", "RAY_BACKEND_LOG_LEVEL": "fatal", "RAY_COLOR_PREFIX": "0"}
 
 
@@ -38,11 +40,15 @@ def init_ray(address: str | None, num_cpus: int | None, no_progress_timeout_s: f
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
         kwargs = {"include_dashboard": dashboard, "log_to_driver": False, "logging_level": logging.ERROR}
+        if failpoint.worker_env():   # a test's kill points reach the workers of a cluster we join
+            kwargs["runtime_env"] = {"env_vars": failpoint.worker_env()}
         if address:
             ray.init(address=address, **kwargs)
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)   # "local": never join a `ray start` cluster found on the machine
+            # "local": a new embedded cluster, even when another one (`ray start`) runs on this
+            # machine; with no address, ray.init would join that one (/tmp/ray/ray_current_cluster)
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_no_progress_timeout_s = no_progress_timeout_s

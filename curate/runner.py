@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from curate import __version__
+from curate import __version__, failpoint
 from curate.accounting import AccountingError, account
 from curate.jobs import JobError, check_paths, config_hash
 from curate.outputs import MARKER, LocalOutput, S3Output, output_for, work_dir
@@ -230,6 +230,7 @@ def _finish(job: Job, job_path, run: RunDir, output, plan: pa.Table, ray_where: 
     progress.advance(task)
     timings["report"] = time.perf_counter() - t
     manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    failpoint.hit("report.manifest")
     write_json_atomic(run.manifest, manifest)
     publish(run, output)
     return manifest
@@ -266,6 +267,7 @@ def publish(run: RunDir, output: LocalOutput | S3Output) -> None:
         for f in files:
             if f.exists():
                 output.put_file(f.relative_to(run.root).as_posix(), f)
+                failpoint.hit("publish.put")
     output.put_file("manifest.json", run.manifest)
     run.mark(run.marker("published"))
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -130,3 +131,71 @@ def kill_mid_caption(args: list[str], root: Path, timeout: float = 300) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# what a consumer of a run reads, compared byte for byte by the fault and cluster tests
+PUBLISHED = ("ar1024/*/*.tar", "index/*/*.parquet", "hashes.parquet", "rejects/**/*.parquet", "report/hallucinations.parquet",
+             "README.md")
+
+
+def published(root: Path) -> dict[str, bytes]:
+    files = sorted({p for pattern in PUBLISHED for p in root.glob(pattern)})
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
+
+
+def make_fault_corpus(root: Path) -> int:
+    """12 inputs (~1 MP JPEGs with alt-text sidecars): 10 distinct pictures over three buckets, a resized copy of one (dropped by
+    dedup), and one too small (rejected in ingest)."""
+    import numpy as np
+    from PIL import Image
+
+    from curate.sample import render
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(17)
+    sizes = [(1024, 1024)] * 4 + [(1280, 1024)] * 3 + [(1024, 1536)] * 3
+    for i, (w, h) in enumerate(sizes):
+        img, alt = render(rng, w, h)
+        img.save(root / f"p{i:02d}.jpg", quality=85)
+        (root / f"p{i:02d}.txt").write_text(alt)
+    Image.open(root / "p00.jpg").resize((1100, 1100)).save(root / "p00_copy.jpg", quality=90)
+    render(rng, 300, 300)[0].save(root / "small.jpg")
+    return 12
+
+
+@pytest.fixture(scope="session")
+def fault_job(tiny_vlm, tmp_path_factory):
+    """A function writing the fault suite's job (tests/test_faults.py, test_cluster.py) with an
+    output and top-level sections merged over it: `fault_job(name, out, output={...})`."""
+    base = tmp_path_factory.mktemp("faults")
+    make_fault_corpus(base / "src")
+    captioner = {"name": "dense", "model": str(tiny_vlm), "preset": "greedy", "image_side": 64, "batch_size": 2,
+                 "generation": {"max_new_tokens": 8, "min_new_tokens": 8}}
+    job = {
+        "name": "faults", "sources": [{"type": "folder", "path": str(base / "src")}], "units": {"size": 3},
+        "ray": {"no_progress_timeout_s": 60}, "filters": {"aesthetics": {"enabled": False}},
+        "caption": {"tokenizer": str(tiny_vlm.parent / "tiny-t5-tokenizer"), "captioners": [captioner]},
+        "hallucination": {"enabled": False}, "output": {"shard_samples": 2},
+    }
+
+
+    def write(name: str, out: str, **sections) -> Path:
+        path = base / f"{name}.yaml"
+        merged = {**job, **{k: {**job.get(k, {}), **v} for k, v in sections.items()}, "out": out}
+        path.write_text(yaml.safe_dump(merged))
+        return path
+    return write
+
+
+@pytest.fixture(scope="session")
+def fault_reference(fault_job, ray_cluster, tmp_path_factory) -> Path:
+    """The fault suite's job run uninterrupted, in this process."""
+    from curate.jobs import load_job
+    from curate.runner import run_job
+
+    out = tmp_path_factory.mktemp("faults-ref") / "out"
+    path = fault_job("reference", str(out))
+    result = run_job(load_job(path), path)
+    assert result.manifest["counts"] == {"inputs": 12, "written": 10, "rejected": {"near_duplicate": 1, "too_small": 1},
+                                         "failed": {}, "is_4k": 0}
+    return out

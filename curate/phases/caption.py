@@ -21,6 +21,7 @@ from PIL import Image
 from captioners import build_captioner, vllm_batch
 from captioners.base import FINISH_LENGTH
 from captioners.postprocess import clean, token_counter
+from curate import failpoint
 from curate.engine import actor_resources, commit_by_unit, unit_dataset
 from curate.imaging import decode_for_model
 from curate.phases.rejects import rejects_from
@@ -117,6 +118,7 @@ class CaptionActor:
         finishes = [f or "" for f in batch[fin].to_pylist()] if fin in batch.column_names else [""] * n
         errors = [e or "" for e in batch["prep_error"].to_pylist()]
         ok = [i for i in range(n) if not errors[i] and texts[i] is None]   # rows with a reused caption are done
+        failpoint.hit("caption.batch")
         if ok:
             keys, alts = batch["key"].to_pylist(), batch["alt"].to_pylist()
             metas = [{"key": keys[i], "alt": alts[i]} for i in ok]
@@ -328,4 +330,5 @@ def _commit(run: RunDir, unit: str, rows: pa.Table, kept: pa.Table) -> None:
     if failed.num_rows:
         failed = failed.join(kept.select(["key", "unit", "source", "uri"]), "key")
     write_parquet_atomic(run.rejects / "caption" / f"{unit}.parquet", rejects_from(failed, "caption"))
+    failpoint.hit("caption.commit")
     run.mark(run.done(run.caption, unit))

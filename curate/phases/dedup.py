@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import failpoint
 from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, staged_rows, write_parquet_atomic
 from filters.dedup import deduplicate
@@ -112,6 +113,7 @@ def ray_near_pairs(h: Hashes, k: int, kd: int, blocks: int | None = None) -> Pai
 def run_dedup(job: Job, run: RunDir) -> dict:
     if run.is_done(run.marker("dedup")):
         return {"skipped": True}
+    failpoint.hit("dedup.start")
     cfg = job.dedup
     staged = staged_rows(run, embeddings=cfg.semantic.enabled)
     prior = prior_hashes(cfg.against)
@@ -143,6 +145,7 @@ def run_dedup(job: Job, run: RunDir) -> dict:
         pair_finder=near_pairs if engine == "local" else ray_near_pairs, colour=colour,
     )
     write_parquet_atomic(run.dedup, decisions)
+    failpoint.hit("dedup.decided")
     dropped = decisions.filter(pc.invert(decisions["keep"]))
     dropped = staged.select(["unit", "key", "source", "uri"]).join(
         dropped.select(["key", "reason", "dup_cluster", "near_duplicate_of"]), "key", join_type="inner")

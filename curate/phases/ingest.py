@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import imaging
+from curate import failpoint, imaging
 from curate.blobs import BlobWriter
 from curate.engine import actor_resources, commit_by_unit
 from curate.phases.embed import EmbedActor
@@ -117,6 +117,7 @@ async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
 
     async def one(inp: Input) -> dict:
         try:
+            failpoint.hit("ingest.input")
             if session is not None and inp.reader is not None:
                 async with session.host_slot(inp.reader.url), asyncio.timeout(job.fetch.total_timeout_s):
                     return await ingest_input(inp, job, unit, blobs)
@@ -181,6 +182,7 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
         write_parquet_atomic(run.ingest / f"{unit}.parquet", rows)
         rejected = rows.filter(pc.not_equal(rows["status"], STAGED))
         write_parquet_atomic(run.rejects / "ingest" / f"{unit}.parquet", rejects_from(rejected, "ingest"))
+        failpoint.hit("ingest.commit")
         run.mark(run.done(run.ingest, unit))
 
     commit_by_unit(ds, None, commit, on_rows=lambda n: progress.advance(task, n))

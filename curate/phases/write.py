@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
+from curate import failpoint
 from curate.card import dataset_card
 from curate.engine import split_by
 from curate.imaging import ORIENTATION_TAG, fit_within, for_training, sha256
@@ -141,6 +142,7 @@ def write_shard(batch: pa.Table, work: str, job_json: str) -> pa.Table:
             record = {k: row.get(k) for k in INDEX.names} | stored
             sink.write({"__key__": row["key"], "txt": row["caption"].encode(), "json": record_json(record)})
             members.append(stored)
+            failpoint.hit("write.member")
         table = pa.Table.from_pylist(members, schema=MEMBERS)
         write_parquet_atomic(done, table)
     return table
@@ -155,7 +157,8 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
     staged = staged_rows(run)   # read once: the plan's metadata and the next run's hash index
     index = plan_records(job, run, captioned, staged)
     shards = sorted(set(index["shard"].to_pylist()))
-    output_for(job).sweep(shard_folder(job.output.bucket_table))
+    output = output_for(job)
+    output.sweep(shard_folder(job.output.bucket_table))
     if shards:
         ds = ray.data.from_arrow(split_by(index, "shard")).map_batches(
             write_shard, batch_size=None, batch_format="pyarrow",
@@ -165,13 +168,18 @@ def run_write(job: Job, run: RunDir, progress=None) -> dict:
         parts = []
         for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             parts.append(part)
+            failpoint.hit("write.shard")
             if task is not None:
                 progress.advance(task, part.num_rows)
         stored = pa.concat_tables(parts)
         if stored.num_rows != index.num_rows:
             raise RuntimeError(f"wrote {stored.num_rows} samples for {index.num_rows} planned")
         index = with_members(index, stored)
+        # a writer killed mid-shard and retried by Ray left its temporary file or open upload: every
+        # writer has finished now, so whatever is left in the shard folders is such a leftover
+        output.sweep(shard_folder(job.output.bucket_table))
     write_partitioned_atomic(run.index, index.select(INDEX.names).sort_by("key"), "bucket")
+    failpoint.hit("write.index")
     write_parquet_atomic(run.hashes, hash_index(job, index, staged))
     write_parquet_atomic(run.report / "hallucinations.parquet", evidence_table(captioned, index))
     card = dataset_card(job, index, f"{shard_folder(job.output.bucket_table)}/*/*.tar")
