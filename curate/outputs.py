@@ -205,11 +205,14 @@ def output_for(job: Job) -> LocalOutput | S3Output:
 
 
 def work_dir(job: Job) -> Path:
-    """The run's local folder: staging, commit markers and local copies of the index and
-    report. It is the output folder itself unless `out` is remote."""
+    """The driver's folder for the run: commit markers and local copies of the index and
+    report. It is the output folder itself unless `out` is remote; an s3:// `work_dir` holds
+    the staged bytes (curate.staging), and the driver keeps its files in .curate/<job name>."""
     if not is_remote(job.out):
         return Path(job.out)
-    return Path(job.output.work_dir or Path(".curate") / job.name)
+    if job.output.work_dir and not is_remote(job.output.work_dir):
+        return Path(job.output.work_dir)
+    return Path(".curate") / job.name
 
 
 def run_output(root: str | Path) -> LocalOutput | S3Output:

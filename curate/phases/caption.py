@@ -25,6 +25,7 @@ from curate.engine import actor_resources, commit_by_unit, unit_dataset
 from curate.imaging import decode_working
 from curate.phases.dedup import staged_rows
 from curate.phases.rejects import rejects_from
+from curate.phases.restage import restage_missing
 from curate.sources import stored_bytes
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from schemas.job import CaptionerConfig, Job
@@ -44,12 +45,14 @@ def kept_rows(run: RunDir) -> pa.Table:
 # What the CPU tasks hand the captioners: typed Arrow, so a column that is null in every row of
 # a batch stays a typed null (numpy object batches come back from Ray Data as NaN or bytes).
 PREPARED = pa.schema([("unit", pa.string()), ("key", pa.string()), ("alt", pa.string()),
-                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string())])
+                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string()),
+                      ("prep_reason", pa.string())])
 
 
-def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None) -> dict:
-    """One row of PREPARED: the RGB pixels of `image`, or the error that stopped its decode."""
-    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error}
+def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None,
+                 reason: Reason = Reason.READ_ERROR) -> dict:
+    """One row of PREPARED: the RGB pixels of `image`, or the error (and reason) that stopped its decode."""
+    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error, "prep_reason": reason.value if error else None}
     if image is not None:
         row.update(pixels=image.tobytes(), pixels_shape=[image.height, image.width])
     return row
@@ -62,12 +65,14 @@ def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: t
     job = Job.model_validate_json(job_json)
     previous = previous_raw(RunDir(Path(root)), batch["unit"][0].as_py()) if reuse and batch.num_rows else {}
     rows = []
-    for row in batch.select(["unit", "key", "alt", "uri", "source", "blob"]).to_pylist():
-        try:
-            image, error = decode_working(stored_bytes(row, job, Path(root)), side), None
-        except Exception as exc:
-            image, error = None, f"{type(exc).__name__}: {exc}"
-        out = prepared_row(row["unit"], row["key"], row["alt"], image, error)
+    for row in batch.select(["unit", "key", "alt", "uri", "source", "blob", "changed"]).to_pylist():
+        image, error, reason = None, row["changed"], Reason.SOURCE_CHANGED
+        if error is None:
+            try:
+                image = decode_working(stored_bytes(row, job, Path(root)), side)
+            except Exception as exc:
+                error, reason = f"{type(exc).__name__}: {exc}", Reason.READ_ERROR
+        out = prepared_row(row["unit"], row["key"], row["alt"], image, error, reason)
         for name in reuse:
             text, finish = previous.get(row["key"], {}).get(name, (None, None))
             out[f"raw_{name}"], out[f"err_{name}"], out[f"finish_{name}"] = text, "" if text is not None else None, finish
@@ -196,7 +201,7 @@ def finalize_rows(table: pa.Table, job: Job) -> list[dict]:
         row["finish_reasons"] = list(finish.items())
         chosen = captions.get(cap.chosen)
         if prep_error:
-            row.update(status=Reason.READ_ERROR.value, detail=prep_error)
+            row.update(status=batch["prep_reason"][i] or Reason.READ_ERROR.value, detail=prep_error)
         elif errors[cap.chosen]:
             row.update(status=Reason.CAPTION_FAILED.value, detail=errors[cap.chosen])
         elif chosen.text:
@@ -277,6 +282,8 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     if job.hallucination.enabled and job.hallucination.ocr:   # OCR needs legible text: decode larger once
         side = max(side, job.hallucination.ocr_side)
     reuse, complete = reusable_captions(run, kept.filter(pc.is_in(kept["unit"], pa.array(pending, pa.string()))))
+    changed = restage_missing(job, run, staged_rows(run))   # staged copies removed by an earlier, complete run
+    kept = kept.append_column("changed", pa.array([changed.get(k) for k in kept["key"].to_pylist()], pa.string()))
     ds = unit_dataset(kept, pending).map_batches(
         prepare_block, batch_size=None, batch_format="pyarrow",
         fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root), "reuse": tuple(reuse)})

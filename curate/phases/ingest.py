@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import imaging
-from curate.blobs import BlobWriter
 from curate.engine import actor_resources, commit_by_unit
 from curate.phases.embed import EmbedActor
 from curate.phases.rejects import rejects_from
@@ -24,6 +23,7 @@ from curate.sources import expand_unit, read_alt_sidecar
 from curate.sources.base import Input, InputError, printable
 from curate.sources.http import HttpSession
 from curate.sources.netsafety import scrub
+from curate.staging import UnitWriter, store_for
 from curate.storage import RunDir, write_parquet_atomic
 from filters.quality import quality_verdict, signals
 from filters.resolution import is_4k, resolution_verdict
@@ -39,20 +39,20 @@ def base_row(inp: Input, job: Job, unit: dict) -> dict:
             "uri": inp.uri, "alt": inp.alt, "meta": json.dumps(inp.meta) if inp.meta else None, "detail": inp.note}
 
 
-async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> dict:
+async def ingest_input(inp: Input, job: Job, unit: dict, staged: UnitWriter) -> dict:
     row = base_row(inp, job, unit)
     if inp.error:
         return {**row, "status": inp.error.reason, "detail": inp.error.detail}
     reader = inp.reader
     try:
-        return {**row, **await _fetch_and_hash(reader, job, inp, blobs, unit["source"])}
+        return {**row, **await _fetch_and_hash(reader, job, inp, staged, unit["source"])}
     except (InputError, imaging.ProbeError) as exc:
         return {**row, "status": exc.reason, "detail": exc.detail, "received": reader.received}
     finally:
         await reader.close()
 
 
-async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, source: int) -> dict:
+async def _fetch_and_hash(reader, job: Job, inp: Input, staged: UnitWriter, source: int) -> dict:
     """Each stretch between awaits is synchronous, so the decode counter's change over it
     belongs to this input alone."""
     head = await reader.head(job.fetch.header_bytes)
@@ -104,15 +104,14 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
         out["alt"], refused = await asyncio.to_thread(read_alt_sidecar, inp.alt_uri, job, source)
         if refused:  # the image stays; why its alt text is missing is kept with its row
             out["detail"] = refused
-    if not reader.rereadable:
-        out["blob"] = blobs.add(inp.key, data)
+    out["blob"] = staged.put(inp.key, data)   # the only copy later phases read: the source is not read again
     return out
 
 
 async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
     """All inputs of one unit, at most `fetch.concurrency` in flight, rows in input order."""
     session = HttpSession(job.fetch, job.ingest.max_bytes) if job.sources[unit["source"]].type == "url_list" else None
-    blobs = BlobWriter(root, unit["unit"])
+    staged = store_for(job, root).writer(unit["unit"])
     gate = asyncio.Semaphore(job.fetch.concurrency)
     tasks: list[asyncio.Task] = []
 
@@ -120,8 +119,8 @@ async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
         try:
             if session is not None and inp.reader is not None:
                 async with session.host_slot(inp.reader.url), asyncio.timeout(job.fetch.total_timeout_s):
-                    return await ingest_input(inp, job, unit, blobs)
-            return await ingest_input(inp, job, unit, blobs)
+                    return await ingest_input(inp, job, unit, staged)
+            return await ingest_input(inp, job, unit, staged)
         except TimeoutError:
             return {**base_row(inp, job, unit), "status": Reason.TIMEOUT.value,
                     "detail": f"longer than total_timeout_s {job.fetch.total_timeout_s}"}
@@ -135,10 +134,13 @@ async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
             await gate.acquire()
             tasks.append(asyncio.create_task(one(inp)))
         rows = list(await asyncio.gather(*tasks))
+    except BaseException:
+        staged.abort()
+        raise
     finally:
         if session is not None:
             await session.aclose()
-    blobs.close()
+    staged.close()
     for r in rows:
         r["unit_total"] = len(rows)
     return rows

@@ -252,9 +252,10 @@ def rejected_input_bytes(row: dict, job: Job, run) -> bytes:
 
 
 def stored_bytes(row: dict, job: Job, root: Path) -> bytes:
-    """An ingested input's bytes for later phases: its staged blob, or the source read again."""
-    from curate.blobs import read_blob
+    """An ingested input's bytes for later phases: one ranged read of its staged copy (a row of a
+    run from before staging covered every source has none: its source is read again)."""
+    from curate.staging import store_for
 
     if row.get("blob"):
-        return read_blob(root, row["blob"], row["key"])
+        return store_for(job, root).read(row["blob"])
     return reread(row["uri"], job, int(row["source"].split(":")[1]))
