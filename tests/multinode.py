@@ -21,6 +21,7 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     from curate.jobs import load_job
+    from curate.outputs import work_dir
     from curate.runner import run_job
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -30,7 +31,7 @@ def main() -> None:
     removed = threading.Event()
 
     def remove_mid_phase() -> None:
-        work = Path(job.out) / "_work"
+        work = work_dir(job) / "_work"   # the driver's commit markers (the output itself, or .curate/<name> for s3://)
         # ingest: its first commit; caption: as it starts (dedup's marker), while its actors load
         started = work / ("dedup.done" if phase == "caption" else phase)
         while not started.exists():

@@ -19,7 +19,7 @@ from curate import imaging
 from curate.engine import actor_resources, commit_by_unit
 from curate.phases.embed import EmbedActor
 from curate.phases.rejects import rejects_from
-from curate.sources import expand_unit, read_alt_sidecar
+from curate.sources import UNITS_LISTED, expand_unit, read_alt_sidecar, with_listing
 from curate.sources.base import Input, InputError, printable
 from curate.sources.http import HttpSession
 from curate.sources.netsafety import scrub
@@ -169,7 +169,7 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
     pending = [u for u in units.to_pylist() if not run.is_done(run.done(run.ingest, u["unit"]))]
     if not pending:
         return {"units": 0}
-    ds = ray.data.from_arrow([pa.Table.from_pylist([u], schema=units.schema) for u in pending]).map_batches(
+    ds = ray.data.from_arrow([pa.Table.from_pylist([u], schema=UNITS_LISTED) for u in with_listing(pending)]).map_batches(
         ingest_block, batch_size=1, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json(), "root": str(run.root)}
     )
     aes = job.filters.aesthetics

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.sources import UNITS, expand_unit
+from curate.sources import UNITS, expand_unit, with_listing
 from curate.sources.base import Input
 from curate.sources.http import HttpSession
 from curate.staging import parse, staged_file, store_for
@@ -37,7 +37,8 @@ def restage_missing(job: Job, run: RunDir, staged: pa.Table) -> dict[str, str]:
     if not missing:
         return {}
     rows = rows.append_column("file", files).filter(pc.is_in(files, pa.array(missing, pa.string())))
-    units = {u["unit"]: u for u in pq.read_table(run.plan, schema=UNITS).to_pylist()}
+    needed = set(rows["unit"].to_pylist())
+    units = {u["unit"]: u for u in with_listing([u for u in pq.read_table(run.plan, schema=UNITS).to_pylist() if u["unit"] in needed])}
     parts = [rows.filter(pc.equal(rows["file"], f)) for f in missing]
     changed = ray.data.from_arrow(parts).map_batches(
         restage_block, batch_size=None, batch_format="pyarrow",
@@ -60,9 +61,11 @@ def restage_block(batch: pa.Table, job_json: str, root: str, units: dict) -> pa.
                 data, why = fetched.get(r["key"], (None, "not found in its source"))
                 if data is not None and (len(data) != r["bytes"] or hashlib.sha256(data).hexdigest() != r["sha256"]):
                     data, why = None, f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}... differ from the first read"
-                writer.pad_to(parse(r["blob"])[1])
+                _, offset, length = parse(r["blob"])
+                writer.pad_to(offset)
                 if data is None:
                     changed.append({"key": r["key"], "detail": f"source changed since the first read: {why}"})
+                    writer.pad_to(offset + length)
                 else:
                     writer.put(r["key"], data)
             writer.close()

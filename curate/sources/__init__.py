@@ -41,6 +41,7 @@ INPUTS = pa.schema([("row", pa.int64()), ("uri", pa.string()), ("size", pa.int64
                     ("error", pa.string()), ("error_detail", pa.string())])   # error: a listed entry refused unread
 UNITS = pa.schema([("unit", pa.string()), ("source", pa.int32()), ("kind", pa.string()), ("path", pa.string()),
                    ("start", pa.int64()), ("stop", pa.int64())])
+UNITS_LISTED = UNITS.append(pa.field("listing", pa.binary()))   # with_listing's rows
 
 
 def _wanted(name: str, exts: list[str]) -> bool:
@@ -164,6 +165,30 @@ def plan_units(job: Job, work: Path, limit: int | None = None) -> pa.Table:
     return pa.Table.from_pylist(units, schema=UNITS)
 
 
+def with_listing(units: list[dict]) -> list[dict]:
+    """The units with their slice of the listing attached (`listing`: Arrow IPC bytes), read here
+    on the driver: a worker on a node without the driver's file system needs nothing else."""
+    tables: dict[str, pa.Table] = {}
+
+    def listing(u: dict) -> bytes | None:
+        if u["kind"] != "slice":
+            return None
+        if u["path"] not in tables:
+            tables[u["path"]] = pq.read_table(u["path"], schema=INPUTS)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, INPUTS) as w:
+            w.write_table(tables[u["path"]].slice(u["start"], u["stop"] - u["start"]))
+        return sink.getvalue().to_pybytes()
+
+    return [{**u, "listing": listing(u)} for u in units]
+
+
+def unit_listing(unit: dict) -> pa.Table:
+    if unit.get("listing"):
+        return pa.ipc.open_stream(unit["listing"]).read_all()
+    return pq.read_table(unit["path"], schema=INPUTS).slice(unit["start"], unit["stop"] - unit["start"])
+
+
 def expand_unit(unit: dict, job: Job, session: HttpSession | None) -> Iterator[Input]:
     """The inputs of one work unit, in a stable order."""
     src = job.sources[unit["source"]]
@@ -171,7 +196,7 @@ def expand_unit(unit: dict, job: Job, session: HttpSession | None) -> Iterator[I
     if unit["kind"] == "tar":
         yield from wds.iter_samples(unit["path"], src, max_bytes, None if unit["stop"] < 0 else unit["stop"])
         return
-    rows = pq.read_table(unit["path"], schema=INPUTS).slice(unit["start"], unit["stop"] - unit["start"]).to_pylist()
+    rows = unit_listing(unit).to_pylist()
     root = Path(src.path).resolve() if src.type == "folder" else None
     for r in rows:
         if src.type == "url_list":
