@@ -48,6 +48,7 @@ def test_three_one_cpu_nodes_share_nothing_but_s3_and_survive_losing_one(tiny_vl
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)
         s3.put_object(Bucket="nodes", Key=f"src/p{i}.jpg", Body=buf.getvalue())
+        s3.put_object(Bucket="nodes", Key=f"src/p{i}.txt", Body=alt.encode())
     captioner = {"model": str(tiny_vlm), "preset": "greedy", "image_side": 64, "batch_size": 2,
                  "generation": {"max_new_tokens": 24, "min_new_tokens": 24}}
     opts = {"endpoint_url": s3_server.endpoint}

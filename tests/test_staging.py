@@ -48,7 +48,7 @@ def test_each_kept_image_is_staged_once_and_read_back_by_its_locator(staged_run)
     assert (root / "_work" / only).stat().st_size == sum((src / n).stat().st_size for n in kept)
     for name, r in kept.items():
         assert store.read(r["blob"]) == (src / name).read_bytes()
-    rel, offset, length = parse(kept["a.jpg"]["blob"])
+    rel, _, length = parse(kept["a.jpg"]["blob"])
     with pytest.raises(StagedError, match="read 0 bytes"):   # a locator past the file's end is an error, not short bytes
         store.read(f"{rel}:{(root / '_work' / rel).stat().st_size}:{length}")
     store.remove_run()
