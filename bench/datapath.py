@@ -4,7 +4,7 @@ on the same URL list served from one local HTTP server with Range support, back 
 Each tree runs the same job in its own process (embedded Ray, 2 CPUs): tiny captioner, one token,
 aesthetics and hallucination off, so the data path (fetch, stage, read back, write) dominates.
 Prints written images/s and seconds per phase for both, with the ratio.
-`python -m bench datapath` (N images: BENCH_IMAGES, default 240).
+`python -m bench datapath` (N images: BENCH_IMAGES, default 160).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     from curate.tinymodels import build_tiny_t5_tokenizer, build_tiny_vlm
     from tests.servers.http_server import serve
 
-    n = int(os.environ.get("BENCH_IMAGES", "240"))
+    n = int(os.environ.get("BENCH_IMAGES", "160"))
     ref = os.environ.get("BASE_REF", "main")
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -81,7 +81,7 @@ def main() -> None:
         base.mkdir()
         archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], capture_output=True, text=True, check=True).stdout.strip()
         vlm = build_tiny_vlm(tmp / "models" / "vlm")
         build_tiny_t5_tokenizer(tmp / "models" / "tok")
         (tmp / "web").mkdir()

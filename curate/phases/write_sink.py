@@ -27,14 +27,19 @@ class ShardSink(Datasink):
         job = Job.model_validate_json(self.job_json)
         output_for(job).sweep(shard_folder(job.output.bucket_table))
 
-    def write(self, blocks, ctx) -> pa.Table:
+    def write(self, blocks, ctx) -> bytes:
+        """Returns the MEMBERS rows as Arrow IPC bytes (Ray wraps a write's return in a pandas cell)."""
         job = Job.model_validate_json(self.job_json)
         store = store_for(job, self.work)
         written = [write_shard(shard, job, store) for block in blocks for shard in split_by(block, "shard")]
-        return pa.concat_tables(written) if written else MEMBERS.empty_table()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, MEMBERS) as w:
+            for table in written:
+                w.write_table(table)
+        return sink.getvalue().to_pybytes()
 
     def on_write_complete(self, write_result) -> None:
-        self.members = list(write_result.write_returns)
+        self.members = [pa.ipc.open_stream(r).read_all() for r in write_result.write_returns]
 
     def on_write_failed(self, error: Exception) -> None:
         """Nothing to undo: a shard is published whole or not at all, and a re-run writes only the
