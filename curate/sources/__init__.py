@@ -273,7 +273,12 @@ def rejected_input_bytes(row: dict, job: Job, run) -> bytes:
                            filters=[("key", "=", row["key"])]).to_pylist()
     if not staged:
         raise FileNotFoundError(f"{row['key']} is not among unit {row['unit']}'s ingested inputs")
-    return stored_bytes(staged[0], job, run.root)
+    try:
+        return stored_bytes(staged[0], job, run.root)
+    except Exception:   # staged bytes deleted with the run complete (a rebuilt report): a folder or S3 source is read again
+        if not staged[0]["uri"].startswith(("file://", "s3://")):
+            raise
+        return reread(staged[0]["uri"], job, int(staged[0]["source"].split(":")[1]))
 
 
 def stored_bytes(row: dict, job: Job, root: Path) -> bytes:
