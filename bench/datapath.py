@@ -45,7 +45,7 @@ def corpus(folder: Path, n: int) -> None:
 def job(tmp: Path, name: str, urls: Path, vlm: Path) -> Path:
     spec = {
         "name": name, "out": str(tmp / name),
-        "sources": [{"type": "url_list", "path": str(urls)}],
+        "sources": [{"type": "url_list", "path": str(urls), "url_column": "url", "caption_column": None}],
         "units": {"size": 60},
         "fetch": {"allow_private_networks": True, "concurrency": 16, "per_host": 16},
         "ray": {"num_cpus": 2},
