@@ -1,4 +1,4 @@
-"""Folder listing: the safe walk (`curate.sources.walk_folder`: every entry classified, links
+"""Folder listing: the safe walk (`curate.sources.folder.walk_folder`: every entry classified, links
 resolved and checked, special files refused unopened) vs the plain listing it replaced
 (`Path.rglob('*')` + `is_file()` + extension filter), on 20,000 files in 20 folders with 2% links."""
 
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import rate, table
-from curate.sources import walk_folder
+from curate.sources.folder import walk_folder
 
 EXTS = ["jpg", "jpeg", "png", "webp"]
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from filters.quality import jpeg_quality
+from schemas.reasons import InputError, Reason
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 ORIENTATION_TAG = 0x0112
@@ -27,29 +28,12 @@ _SWAPS_AXES = {5, 6, 7, 8}
 Image.MAX_IMAGE_PIXELS = None
 
 
-_DECODES = [0]
-_pillow_load = ImageFile.ImageFile.load
+@dataclass
+class Decodes:
+    """Pixel decodes of one input, counted by the functions that decode (ingest reports them
+    per input and the manifest sums them: each image passing the gate should cost exactly one)."""
 
-
-def _counting_load(image: ImageFile.ImageFile):
-    """Pillow's load, counting real pixel decodes (a load with tiles left to decode)."""
-    if image.tile:
-        _DECODES[0] += 1
-    return _pillow_load(image)
-
-
-ImageFile.ImageFile.load = _counting_load
-
-
-def decode_count() -> int:
-    """Pixel decodes so far in this process (ingest reports the count per input)."""
-    return _DECODES[0]
-
-
-class ProbeError(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
+    count: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,21 +59,21 @@ _OTHER_IMAGES = [b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00
 def sniff(head: bytes) -> str:
     """Format by magic bytes (never by name or Content-Type): 'jpg' | 'png' | 'webp', or raise."""
     if not head:
-        raise ProbeError("empty_file", "zero bytes")
+        raise InputError(Reason.EMPTY_FILE, "zero bytes")
     for magic, fmt in _MAGIC:
         if head.startswith(magic):
             return fmt
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     if any(head.startswith(m) for m in _OTHER_IMAGES) or head[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
-        raise ProbeError("unsupported_format", f"image format with magic {head[:12]!r} is not JPEG, PNG or WebP")
-    raise ProbeError("not_an_image", f"unrecognised bytes starting {head[:16]!r}")
+        raise InputError(Reason.UNSUPPORTED_FORMAT, f"image format with magic {head[:12]!r} is not JPEG, PNG or WebP")
+    raise InputError(Reason.NOT_AN_IMAGE, f"unrecognised bytes starting {head[:16]!r}")
 
 
 def probe(data: bytes) -> Header:
     """Format, EXIF-corrected size and orientation from the header, without decoding pixels."""
     if not data:
-        raise ProbeError("empty_file", "zero bytes")
+        raise InputError(Reason.EMPTY_FILE, "zero bytes")
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = _CAMERA_JPEG.get(img.format, img.format)
@@ -97,11 +81,11 @@ def probe(data: bytes) -> Header:
             orientation = _orientation(img)
             quality = jpeg_quality(getattr(img, "quantization", None)) if fmt == "JPEG" else None
     except UnidentifiedImageError:
-        raise ProbeError("not_an_image", f"unrecognised bytes starting {data[:8]!r}") from None
+        raise InputError(Reason.NOT_AN_IMAGE, f"unrecognised bytes starting {data[:8]!r}") from None
     except Exception as exc:  # corrupt headers raise many types inside Pillow's plugins
-        raise ProbeError("not_an_image", f"unreadable header: {exc}") from None
+        raise InputError(Reason.NOT_AN_IMAGE, f"unreadable header: {exc}") from None
     if fmt not in FORMATS:
-        raise ProbeError("unsupported_format", f"format {fmt}")
+        raise InputError(Reason.UNSUPPORTED_FORMAT, f"format {fmt}")
     if orientation in _SWAPS_AXES:
         w, h = h, w
     return Header(FORMATS[fmt], w, h, orientation, quality)
@@ -124,25 +108,28 @@ def _orientation(img: Image.Image) -> int:
     return value if value in range(1, 9) else 1
 
 
-def decode_working(data: bytes, side: int) -> Image.Image:
+def decode_working(data: bytes, side: int, decodes: Decodes | None = None) -> Image.Image:
     """Decode once at working size: long side <= `side`, short side >= `side // 2` where the
     source is that large; EXIF-rotated, RGB.
 
     JPEG uses draft mode (DCT scaling: a 4K image decodes straight at 1/8 size, never in
-    full), other formats decode then reduce. Raises ProbeError('decode_error') on truncated
-    or corrupt pixel data.
+    full), other formats decode then reduce. Raises InputError('decode_error') on truncated
+    or corrupt pixel data. Counts one decode in `decodes` once the pixels are being read (a
+    decode that fails part-way counts too: its work was done).
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
+            if decodes is not None:
+                decodes.count += 1
             if img.format == "JPEG":
                 img.draft("RGB", (side // 2, side // 2))
             img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
             img = ImageOps.exif_transpose(img)
             return rgb8(img)
     except Exception as exc:
-        raise ProbeError("decode_error", f"pixel data unreadable: {exc}") from None
+        raise InputError(Reason.DECODE_ERROR, f"pixel data unreadable: {exc}") from None
 
 
 ENCODERS = {ext: fmt for fmt, ext in FORMATS.items()}

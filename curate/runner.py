@@ -29,7 +29,7 @@ from curate.preflight import preflight
 from curate.progress import phase_progress
 from curate.report import bucket_counts, write_report
 from curate.runlog import RunFailed, log, log_failure, one_line, start_log
-from curate.sources import UNITS, plan_units, rejected_input_bytes
+from curate.sources import plan_units, rejected_input_bytes
 from curate.staging import store_for
 from curate.storage import (
     RunDir,
@@ -39,7 +39,7 @@ from curate.storage import (
     write_parquet_atomic,
 )
 from schemas.job import Job
-from schemas.record import INGESTED, REJECTS
+from schemas.record import INGESTED, REJECTS, UNITS
 
 
 @dataclass

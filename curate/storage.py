@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.record import INDEX
+from schemas.record import INDEX, INGESTED, STAGED
 
 TMP_SUFFIX = ".tmp"
 
@@ -158,6 +158,14 @@ class RunDir:
         if any(self.root.iterdir()) and not self.looks_like_run():
             raise RuntimeError(f"{self.root} is not empty and holds no curate run; refusing to delete it")
         shutil.rmtree(self.root)
+
+
+def staged_rows(run: RunDir, embeddings: bool = False) -> pa.Table:
+    """Staged ingest rows (the ones dedup, caption and write read), in key order; the (large)
+    embedding column only when asked for."""
+    columns = [c for c in INGESTED.names if embeddings or c != "embedding"]
+    table = read_parquet_dir(run.ingest, INGESTED, columns)
+    return table.filter(pc.equal(table["status"], STAGED)).sort_by("key")
 
 
 def read_index(run: RunDir, columns: list[str] | None = None) -> pa.Table:

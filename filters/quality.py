@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from schemas.job import QualityConfig
-from schemas.reasons import Reason
+from schemas.reasons import Reason, Verdict
 
 # IJG standard luminance table (JPEG spec Annex K), row-major as Pillow reports it.
 _STD_LUMA = np.array([
@@ -71,7 +71,7 @@ def signals(img: Image.Image) -> dict[str, float]:
     }
 
 
-def quality_verdict(q: dict, cfg: QualityConfig) -> tuple[Reason, str] | None:
+def quality_verdict(q: dict, cfg: QualityConfig) -> Verdict | None:
     """The first gate the signals fail, or None. Gates left at null are off."""
     checks = [
         (cfg.max_flatness_for_blank is not None and q["flatness"] <= cfg.max_flatness_for_blank, Reason.BLANK,
@@ -89,4 +89,4 @@ def quality_verdict(q: dict, cfg: QualityConfig) -> tuple[Reason, str] | None:
         (cfg.min_jpeg_quality is not None and q.get("jpeg_quality") is not None and q["jpeg_quality"] < cfg.min_jpeg_quality,
          Reason.LOW_JPEG_QUALITY, f"JPEG quality ~{q.get('jpeg_quality')} < {cfg.min_jpeg_quality}"),
     ]
-    return next(((reason, detail) for failed, reason, detail in checks if failed), None)
+    return next((Verdict(reason, detail) for failed, reason, detail in checks if failed), None)

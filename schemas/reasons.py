@@ -5,6 +5,7 @@ pipeline could not finish it (unreadable, captioner error). Both keep a row in `
 """
 
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Outcome(StrEnum):
@@ -78,3 +79,19 @@ _FAILURES = {
     Reason.READ_ERROR, Reason.CAPTION_FAILED, Reason.WORKER_ERROR, Reason.HTTP_ERROR, Reason.TIMEOUT,
     Reason.RATE_LIMITED, Reason.TOO_MANY_REDIRECTS, Reason.REDIRECT_LOOP, Reason.FETCH_ERROR,
 }
+
+
+class Verdict(NamedTuple):
+    """A gate's judgement of a sample (filters.gates): why it is rejected."""
+
+    reason: Reason
+    detail: str
+
+
+class InputError(Exception):
+    """An input that cannot go on, with its reason: raised by sources, the network rules and the
+    image probe/decode alike, and caught once in ingest, where it becomes a rejects row."""
+
+    def __init__(self, reason: Reason | str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = Reason(reason), detail

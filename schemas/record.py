@@ -5,6 +5,17 @@ The index row and the `{key}.json` in the tar carry the same field names (the re
 
 import pyarrow as pa
 
+# Row status values beside the Reason codes (schemas.reasons): what a phase hands on.
+STAGED = "staged"          # an ingest row that passed every gate (dedup and caption read these)
+CAPTIONED_OK = "captioned"  # a caption row that write turns into a sample
+
+# The listing of a listable source (folder, S3 prefix, URL list): _work/inputs/sNN.parquet.
+INPUTS = pa.schema([("row", pa.int64()), ("uri", pa.string()), ("size", pa.int64()), ("alt", pa.string()), ("alt_uri", pa.string()),
+                    ("error", pa.string()), ("error_detail", pa.string())])   # error: a listed entry refused unread
+# The work units: _work/plan.parquet (a slice of a listing, or one webdataset tar).
+UNITS = pa.schema([("unit", pa.string()), ("source", pa.int32()), ("kind", pa.string()), ("path", pa.string()),
+                   ("start", pa.int64()), ("stop", pa.int64())])
+
 QUALITY = pa.struct([
     ("sharpness", pa.float32()), ("brightness", pa.float32()), ("overexposed", pa.float32()),
     ("underexposed", pa.float32()), ("colourfulness", pa.float32()), ("flatness", pa.float32()),
@@ -43,6 +54,14 @@ INGESTED = pa.schema([
     ("avoided", pa.int64()),          # bytes not downloaded thanks to the header-first gate
     ("unit_total", pa.int32()),       # inputs in this unit (known once the unit is expanded)
 ])
+
+# Ingest rows on their way to the embedding actor: working-size pixels travel along (no second decode).
+WITH_PIXELS = INGESTED.append(pa.field("pixels", pa.binary())).append(pa.field("pixels_shape", pa.list_(pa.int32())))
+
+# The hashes dedup compares, and hashes.parquet (the next run's dedup.against).
+DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror"]
+HASHES = pa.schema([("key", pa.string()), ("sha256", pa.string()), ("phash", pa.uint64()), ("pixels", pa.int64()),
+                    ("aesthetic", pa.float32()), ("run", pa.string()), *[(c, pa.uint64()) for c in DEDUP_HASHES]])
 
 # Dedup decision for every staged sample.
 DEDUP = pa.schema([
@@ -130,6 +149,12 @@ HALLUCINATION = pa.schema([
 # The same evidence inside the caption phase's rows.
 EVIDENCE = pa.struct([f for f in HALLUCINATION if f.name != "key"])
 
+# What the caption phase's CPU tasks hand the captioners: typed Arrow, so a column that is null in
+# every row of a batch stays a typed null (numpy object batches come back from Ray Data as NaN or bytes).
+PREPARED = pa.schema([("unit", pa.string()), ("key", pa.string()), ("alt", pa.string()),
+                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string()),
+                      ("prep_reason", pa.string())])   # the Reason of prep_error (read_error, or source_changed on a re-fetch)
+
 # Caption phase output for every kept sample.
 CAPTIONED = pa.schema([
     ("unit", pa.string()),
@@ -146,6 +171,13 @@ CAPTIONED = pa.schema([
     ("evidence", EVIDENCE),           # the row of report/hallucinations.parquet (without key)
     ("raw", pa.map_(pa.string(), pa.string())),   # each captioner's text before cleaning (reused when its settings stay)
 ])
+
+# The write plan: the index plus where staged bytes are.
+WRITE_PLAN = INDEX.append(pa.field("blob", pa.string()))
+
+# Per shard, what was stored for each member; written before the shard is published, so a
+# published shard always has one (a resumed run reads it instead of the shard).
+MEMBERS = pa.schema([("key", pa.string()), ("stored_as", pa.string()), ("member_offset", pa.int64()), ("member_bytes", pa.int64())])
 
 # rejects/: one row per input that was not written.
 REJECTS = pa.schema([

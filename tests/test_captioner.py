@@ -56,8 +56,8 @@ def test_missing_model_names_itself(tmp_path):
 
 
 def test_caption_actor_keeps_rows_that_could_not_be_read(tiny_vlm):
-    from curate.phases.caption import PREPARED, CaptionActor, prepared_row
-    from schemas.record import rows_to_table
+    from curate.phases.caption import CaptionActor, prepared_row
+    from schemas.record import PREPARED, rows_to_table
 
     cfg = CaptionerConfig(name="dense", model=str(tiny_vlm), preset="greedy", generation={"max_new_tokens": 6})
     actor = CaptionActor(cfg.model_dump_json(), drop_pixels=True, seed=0)
@@ -310,8 +310,8 @@ def test_openai_actors_keep_their_request_limit_whatever_the_batch_size(chat_ser
     """Through Ray Data, one block as a work unit is: batches of 2 rows, yet 6 requests in flight."""
     import ray.data
 
-    from curate.phases.caption import PREPARED, ApiCaptionActor, prepared_row, ray_batch_size
-    from schemas.record import rows_to_table
+    from curate.phases.caption import ApiCaptionActor, prepared_row, ray_batch_size
+    from schemas.record import PREPARED, rows_to_table
 
     cfg = api_cfg(chat_server, "slow", concurrency=6).model_copy(update={"batch_size": 2})
     rows = rows_to_table([prepared_row("u", f"k{i}", None, im) for i, im in enumerate(images(12))], PREPARED)

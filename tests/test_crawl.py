@@ -127,7 +127,7 @@ def test_private_addresses_are_refused_without_the_setting(web, tiny_vlm, ray_cl
 
 
 def test_url_list_formats_read_alike(tmp_path):
-    from curate.sources import read_url_list
+    from curate.sources.urllist import read_url_list
     from schemas.job import UrlListSource
 
     table = pa.table({"url": ["http://a/1.jpg", "https://b/2.png", None], "text": ["one, with comma", 'two "quoted"', "three"]})
@@ -146,17 +146,36 @@ def test_url_list_formats_read_alike(tmp_path):
         read_url_list(UrlListSource(type="url_list", path=str(tmp_path / "l.csv")), "sources.0")
 
 
+def test_every_source_type_has_one_datasource_and_a_url_list_opens_its_rows(tmp_path):
+    import typing
+
+    from curate.sources import DATASOURCES, datasource
+    from schemas.job import Job, Source
+
+    types = {t.model_fields["type"].annotation.__args__[0] for t in typing.get_args(typing.get_args(Source)[0])}
+    assert set(DATASOURCES) == types == {"folder", "s3", "url_list", "webdataset"}
+    (tmp_path / "l.csv").write_text("URL,TEXT\nhttp://a/1.jpg,one\nhttp://user:pw@b/2.png,\n")
+    job = Job.model_validate({"name": "t", "out": str(tmp_path / "o"), "sources": [{"type": "url_list", "path": str(tmp_path / "l.csv")}],
+                              "caption": {"captioners": [{"name": "c", "model": "m"}]}})
+    source = datasource(job, 0)
+    rows = source.list().to_pylist()
+    assert [(r["row"], r["uri"], r["alt"]) for r in rows] == [(0, "http://a/1.jpg", "one"), (1, "http://user:pw@b/2.png", None)]
+    opened = source.open(rows[1])
+    assert (opened.uri, opened.alt, opened.error, opened.reader.url) == ("http://***@b/2.png", None, None, "http://user:pw@b/2.png")
+
+
 def test_redirect_to_metadata_is_refused_even_when_private_networks_are_allowed():
     import asyncio
 
-    from curate.sources.netsafety import Refused, address_verdict, check_url, redact
+    from curate.sources.netsafety import address_verdict, check_url, redact
+    from schemas.reasons import InputError
 
     assert address_verdict("169.254.169.254", allow_private=True)
     assert address_verdict("::ffff:169.254.169.254", allow_private=True)
     assert address_verdict("127.0.0.1", allow_private=True) is None
     assert address_verdict("10.1.2.3", allow_private=False)
     assert address_verdict("8.8.8.8", allow_private=False) is None  # a verdict only: nothing is contacted
-    with pytest.raises(Refused, match="scheme 'file'"):
+    with pytest.raises(InputError, match="scheme 'file'"):
         asyncio.run(check_url("file:///etc/passwd", True))
     assert redact("https://user:pw@host.example:8443/a.jpg?x=1") == "https://***@host.example:8443/a.jpg?x=1"
 

@@ -15,6 +15,7 @@ from curate.jobs import load_job
 from curate.phases.ingest import ingest_unit
 from curate.sources import plan_units
 from filters.aesthetics import AestheticScorer, ModelLoadError, load_head
+from filters.gates import EMBEDDING, gates_for
 from filters.quality import jpeg_quality
 from schemas.job import AestheticsConfig
 from tests.conftest import REPO, cli, demo_overrides, set_args
@@ -126,11 +127,27 @@ def test_every_gate_rejects_with_its_reason_and_decodes_once(tmp_path, tiny_vlm)
     assert got["good.jpg"]["quality"]["jpeg_quality"] == 90 and got["good.jpg"]["quality"]["sharpness"] > 50
 
 
+def test_gates_run_by_stage_and_the_first_failure_is_the_reason():
+    from filters.gates import HEADER, PIXELS, apply
+
+    job = load_job(REPO / "jobs/demo.yaml", ["filters.resolution.require_4k=true", "ingest.max_pixels=50000000",
+                                             "filters.quality.min_sharpness=50", "filters.aesthetics.min_aesthetic=5"])
+    assert [[g.name for g in gates_for(job, stage)] for stage in (HEADER, PIXELS, EMBEDDING)] == \
+        [["max_pixels", "resolution"], ["quality"], ["min_aesthetic"]]
+    header = gates_for(job, HEADER)
+    rows = [{"width": 9000, "height": 9000}, {"width": 2000, "height": 1500}, {"width": 3840, "height": 2160, "status": "staged"}]
+    assert [apply(header, r) for r in rows] == [("decompression_bomb", "9000x9000 > max_pixels 50000000"),
+                                                 ("not_4k", "2000x1500 is not 4K (short side >= 2160, long side >= 3840)"), None]
+    assert [(r.get("status"), r.get("detail")) for r in rows] == [
+        ("decompression_bomb", "9000x9000 > max_pixels 50000000"),
+        ("not_4k", "2000x1500 is not 4K (short side >= 2160, long side >= 3840)"), ("staged", None)]
+
+
 def test_low_aesthetic_gate_in_the_actor(tiny_clip):
     import pyarrow as pa
 
     from curate.phases.embed import EmbedActor
-    from curate.phases.ingest import WITH_PIXELS
+    from schemas.record import WITH_PIXELS
 
     imgs = pictures(3)
     rows = [{"unit": "u", "key": f"k{i}", "status": "staged", "pixels": im.tobytes(), "pixels_shape": [im.height, im.width]}
@@ -138,7 +155,9 @@ def test_low_aesthetic_gate_in_the_actor(tiny_clip):
     table = pa.Table.from_pylist([{f: r.get(f) for f in WITH_PIXELS.names} for r in rows], schema=WITH_PIXELS)
     scores = AestheticScorer(aes_cfg(tiny_clip)).score(AestheticScorer(aes_cfg(tiny_clip)).embed(imgs))
     cut = float(np.median(scores))
-    out = EmbedActor(aes_cfg(tiny_clip, min_aesthetic=cut, keep_embeddings=True).model_dump_json())(table).to_pylist()
+    job = load_job(REPO / "jobs/demo.yaml", [f"filters.aesthetics.min_aesthetic={cut}"])
+    cfg = aes_cfg(tiny_clip, min_aesthetic=cut, keep_embeddings=True)
+    out = EmbedActor(cfg.model_dump_json(), gates_for(job, EMBEDDING))(table).to_pylist()
     assert "pixels" not in out[0]
     for row, score in zip(out, scores):
         assert row["aesthetic"] == pytest.approx(score, abs=1e-4) and len(row["embedding"]) == 32

@@ -101,8 +101,8 @@ def test_combined_score_is_the_weighted_mean_of_the_measured_signals():
 
 def caption_batch(dense: list[str], short: list[str], prep_errors: list[str]):
     """What the last captioner actor hands the scorer: pixels plus every captioner's raw text."""
-    from curate.phases.caption import PREPARED, prepared_row, with_columns
-    from schemas.record import rows_to_table
+    from curate.phases.caption import prepared_row, with_columns
+    from schemas.record import PREPARED, rows_to_table
 
     n = len(dense)
     rows = [prepared_row("u", f"k{i}", None, None if err else picture(c), err or None)

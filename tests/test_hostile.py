@@ -390,11 +390,12 @@ def test_urls_are_judged_once_and_the_connection_goes_to_the_judged_address():
     import httpx
 
     from curate.sources.http import pinned_request
-    from curate.sources.netsafety import Refused, check_url
+    from curate.sources.netsafety import check_url
+    from schemas.reasons import InputError
 
     for url, reason in (("http://x/" + "a" * 9000, "bad_url"), ("http://[::1/x.jpg", "bad_url"),
                         ("http://" + "a" * 300 + ".example/x", "bad_url"), ("gopher://x/", "bad_scheme")):
-        with pytest.raises(Refused) as err:
+        with pytest.raises(InputError) as err:
             asyncio.run(check_url(url, True))
         assert err.value.reason == reason, url
     assert asyncio.run(check_url("http://localhost:8080/a.jpg", True)) == ["127.0.0.1"]
@@ -477,9 +478,9 @@ def test_s3_output_is_claimed_by_a_config_marker_before_any_write(s3_server, tmp
 def test_s3_second_read_is_tied_to_the_first(s3_server):
     import asyncio
 
-    from curate.sources.base import InputError
     from curate.sources.s3 import S3Reader
     from schemas.job import S3Options
+    from schemas.reasons import InputError
 
     s3 = s3_server.client()
     s3.create_bucket(Bucket="tied")

@@ -9,6 +9,7 @@ from PIL import Image
 from curate import imaging
 from filters.resolution import is_4k, resolution_verdict
 from schemas.job import ResolutionConfig
+from schemas.reasons import InputError
 
 
 def jpeg(w: int, h: int, orientation: int | None = None, quality: int = 90) -> bytes:
@@ -35,15 +36,16 @@ def test_exif_rotated_4k_photo_is_measured_as_portrait():
 
 def test_draft_decode_never_decodes_full_size():
     data = jpeg(4096, 2731)
-    img = imaging.decode_working(data, 512)
-    assert max(img.size) == 512
+    decodes = imaging.Decodes()
+    img = imaging.decode_working(data, 512, decodes)
+    assert max(img.size) == 512 and decodes.count == 1
 
 
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty_file"), (b"hello, I am text", "not_an_image"), (b"\xff\xd8\xff\xe0garbage", "not_an_image"),
 ])
 def test_probe_rejects_with_reason(data, reason):
-    with pytest.raises(imaging.ProbeError) as exc:
+    with pytest.raises(InputError) as exc:
         imaging.probe(data)
     assert exc.value.reason == reason
 
@@ -52,15 +54,19 @@ def test_truncated_jpeg_probes_but_fails_decode():
     data = jpeg(1600, 1200)
     cut = data[: len(data) // 2]
     assert imaging.probe(cut).width == 1600
-    with pytest.raises(imaging.ProbeError) as exc:
-        imaging.decode_working(cut, 512)
-    assert exc.value.reason == "decode_error"
+    decodes = imaging.Decodes()
+    with pytest.raises(InputError) as exc:
+        imaging.decode_working(cut, 512, decodes)
+    assert exc.value.reason == "decode_error" and decodes.count == 1   # the failed decode did its work
+    with pytest.raises(InputError):
+        imaging.decode_working(b"not an image", 512, decodes)
+    assert decodes.count == 1   # nothing to decode: not counted
 
 
 def test_gif_is_an_unsupported_format():
     buf = io.BytesIO()
     Image.new("RGB", (2000, 2000)).save(buf, "GIF")
-    with pytest.raises(imaging.ProbeError) as exc:
+    with pytest.raises(InputError) as exc:
         imaging.probe(buf.getvalue())
     assert exc.value.reason == "unsupported_format"
 

@@ -112,7 +112,7 @@ write_shard(pq.read_table(sys.argv[1]), job, curate.staging.store_for(job, sys.a
 
 def shard_plan(big: Path, blocking: Path, shard: str) -> pa.Table:
     """A two-sample shard: a 6 MiB image, then one whose bytes never arrive (its read stalls)."""
-    from curate.phases.write import WRITE_PLAN
+    from schemas.record import WRITE_PLAN
 
     data = big.read_bytes()
     rows = [{"key": key, "source": "folder:0", "url": path.as_uri(), "width": 2048, "height": 2048, "format": "png",

@@ -23,16 +23,13 @@ from captioners.base import FINISH_LENGTH
 from captioners.postprocess import clean, token_counter
 from curate.engine import actor_resources, commit_by_unit, unit_dataset
 from curate.imaging import decode_working
-from curate.phases.dedup import staged_rows
 from curate.phases.rejects import rejects_from
 from curate.phases.restage import restage_missing
 from curate.sources import stored_bytes
-from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
+from curate.storage import RunDir, read_parquet_dir, staged_rows, write_parquet_atomic
 from schemas.job import CaptionerConfig, Job
 from schemas.reasons import Reason
-from schemas.record import CAPTIONED, DEDUP, rows_to_table
-
-CAPTIONED_OK = "captioned"
+from schemas.record import CAPTIONED, CAPTIONED_OK, DEDUP, PREPARED, rows_to_table
 
 
 def kept_rows(run: RunDir) -> pa.Table:
@@ -40,13 +37,6 @@ def kept_rows(run: RunDir) -> pa.Table:
     decisions = pq.read_table(run.dedup, schema=DEDUP)
     keep = decisions.filter(decisions["keep"])["key"]
     return staged.filter(pc.is_in(staged["key"], keep)).sort_by("key")
-
-
-# What the CPU tasks hand the captioners: typed Arrow, so a column that is null in every row of
-# a batch stays a typed null (numpy object batches come back from Ray Data as NaN or bytes).
-PREPARED = pa.schema([("unit", pa.string()), ("key", pa.string()), ("alt", pa.string()),
-                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string()),
-                      ("prep_reason", pa.string())])
 
 
 def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None,

@@ -13,24 +13,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.phases.ingest import STAGED
 from curate.phases.rejects import rejects_from
-from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
+from curate.storage import RunDir, staged_rows, write_parquet_atomic
 from filters.dedup import deduplicate
 from filters.mih import Hashes, Pairs, band_keys, keyed_pairs, merge_pairs, near_pairs, plan
 from schemas.job import Job
-from schemas.record import INGESTED
-
-DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror"]
-HASHES = pa.schema([("key", pa.string()), ("sha256", pa.string()), ("phash", pa.uint64()), ("pixels", pa.int64()),
-                    ("aesthetic", pa.float32()), ("run", pa.string()), *[(c, pa.uint64()) for c in DEDUP_HASHES]])
-
-
-def staged_rows(run: RunDir, embeddings: bool = False) -> pa.Table:
-    """Staged ingest rows; the (large) embedding column only when asked for."""
-    columns = [c for c in INGESTED.names if embeddings or c != "embedding"]
-    table = read_parquet_dir(run.ingest, INGESTED, columns)
-    return table.filter(pc.equal(table["status"], STAGED)).sort_by("key")
+from schemas.record import DEDUP_HASHES, HASHES
 
 
 def prior_hashes(paths: list[str]) -> pa.Table:

@@ -11,14 +11,15 @@ import pyarrow as pa
 from PIL import Image
 
 from filters.aesthetics import AestheticScorer
+from filters.gates import Gate, apply
 from schemas.job import AestheticsConfig
-from schemas.reasons import Reason
-from schemas.record import INGESTED
+from schemas.record import INGESTED, STAGED
 
 
 class EmbedActor:
-    def __init__(self, cfg_json: str):
+    def __init__(self, cfg_json: str, gates: list[Gate] = ()):
         self.cfg = AestheticsConfig.model_validate_json(cfg_json)
+        self.gates = gates   # the job's embedding-stage gates (filters.gates), applied once a row has its score
         self.scorer = AestheticScorer(self.cfg)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -32,6 +33,6 @@ class EmbedActor:
             row["aesthetic"] = float(score)
             if self.cfg.keep_embeddings:
                 row["embedding"] = emb.astype(np.float32).tolist()
-            if self.cfg.min_aesthetic is not None and score < self.cfg.min_aesthetic and row["status"] == "staged":
-                row.update(status=Reason.LOW_AESTHETIC.value, detail=f"aesthetic {score:.2f} < min_aesthetic {self.cfg.min_aesthetic}", blob=None)
+            if row["status"] == STAGED and apply(self.gates, row):
+                row["blob"] = None
         return pa.Table.from_pylist([{k: r.get(k) for k in INGESTED.names} for r in rows], schema=INGESTED)

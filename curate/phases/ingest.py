@@ -20,18 +20,17 @@ from curate.engine import actor_resources, commit_by_unit
 from curate.phases.embed import EmbedActor
 from curate.phases.rejects import rejects_from
 from curate.sources import UNITS_LISTED, expand_unit, read_alt_sidecar, with_listing
-from curate.sources.base import Input, InputError, printable
+from curate.sources.base import Input, printable
 from curate.sources.http import HttpSession
 from curate.sources.netsafety import scrub
 from curate.staging import UnitWriter, store_for
 from curate.storage import RunDir, write_parquet_atomic
-from filters.quality import quality_verdict, signals
-from filters.resolution import is_4k, resolution_verdict
+from filters import gates
+from filters.quality import signals
+from filters.resolution import is_4k
 from schemas.job import Job
-from schemas.reasons import Reason
-from schemas.record import INGESTED, rows_to_table
-
-STAGED = "staged"
+from schemas.reasons import InputError, Reason
+from schemas.record import INGESTED, STAGED, WITH_PIXELS, rows_to_table
 
 
 def base_row(inp: Input, job: Job, unit: dict) -> dict:
@@ -42,63 +41,51 @@ def base_row(inp: Input, job: Job, unit: dict) -> dict:
 async def ingest_input(inp: Input, job: Job, unit: dict, staged: UnitWriter) -> dict:
     row = base_row(inp, job, unit)
     if inp.error:
-        return {**row, "status": inp.error.reason, "detail": inp.error.detail}
+        return {**row, "status": inp.error.reason.value, "detail": inp.error.detail}
     reader = inp.reader
     try:
         return {**row, **await _fetch_and_hash(reader, job, inp, staged, unit["source"])}
-    except (InputError, imaging.ProbeError) as exc:
-        return {**row, "status": exc.reason, "detail": exc.detail, "received": reader.received}
+    except InputError as exc:
+        return {**row, "status": exc.reason.value, "detail": exc.detail, "received": reader.received}
     finally:
         await reader.close()
 
 
 async def _fetch_and_hash(reader, job: Job, inp: Input, staged: UnitWriter, source: int) -> dict:
-    """Each stretch between awaits is synchronous, so the decode counter's change over it
-    belongs to this input alone."""
     head = await reader.head(job.fetch.header_bytes)
-    before = imaging.decode_count()
+    decodes = imaging.Decodes()
     imaging.sniff(head)
     whole = reader.size is not None and len(head) >= reader.size
     data = head if whole else None
     try:
         header = imaging.probe(head)
-    except imaging.ProbeError:
+    except InputError:
         if whole:
             raise
-        decodes = imaging.decode_count() - before
         data = await reader.rest()  # the header lies beyond the first bytes
-        before = imaging.decode_count() - decodes
         header = imaging.probe(data)
     rule = job.filters.resolution
     out = {"format": header.format, "width": header.width, "height": header.height, "exif_rotated": header.rotated,
            "is_4k": is_4k(header.width, header.height, rule), "bytes": reader.size}
-    verdict = None
-    if header.width * header.height > job.ingest.max_pixels:
-        verdict = (Reason.DECOMPRESSION_BOMB, f"{header.width}x{header.height} > max_pixels {job.ingest.max_pixels}")
-    verdict = verdict or resolution_verdict(header.width, header.height, rule)
-    if verdict:
+    if gates.apply(gates.gates_for(job, gates.HEADER), out):   # before the rest of the bytes is fetched
         avoided = reader.size - reader.received if reader.size is not None and data is None else 0
-        return {**out, "status": verdict[0].value, "detail": verdict[1], "received": reader.received,
-                "avoided": max(avoided, 0), "decodes": imaging.decode_count() - before}
+        return {**out, "received": reader.received, "avoided": max(avoided, 0), "decodes": decodes.count}
     if data is None:
-        decodes = imaging.decode_count() - before
         data = await reader.rest()
-        before = imaging.decode_count() - decodes
     # from here to the end: one decode, shared by hashing, quality and (as pixels) the embedding actor
     try:
-        img = imaging.decode_working(data, job.ingest.working_side)
-    except imaging.ProbeError as exc:
-        return {**out, "status": exc.reason, "detail": exc.detail, "received": reader.received,
-                "decodes": imaging.decode_count() - before}
+        img = imaging.decode_working(data, job.ingest.working_side, decodes)
+    except InputError as exc:
+        return {**out, "status": exc.reason.value, "detail": exc.detail, "received": reader.received,
+                "decodes": decodes.count}
     quality = {**signals(img), "jpeg_quality": header.jpeg_quality}
     out.update(bytes=len(data), sha256=imaging.sha256(data), phash=imaging.phash64(img), dhash=imaging.dhash64(img),
                **imaging.dedup_hashes(img), quality=quality, status=STAGED, received=reader.received, avoided=0)
     if job.filters.aesthetics.enabled:
         out.update(pixels=img.tobytes(), pixels_shape=[img.height, img.width])
-    out["decodes"] = imaging.decode_count() - before
-    verdict = quality_verdict(quality, job.filters.quality)
-    if verdict:
-        out.update(status=verdict[0].value, detail=verdict[1], pixels=None)
+    out["decodes"] = decodes.count
+    if gates.apply(gates.gates_for(job, gates.PIXELS), out):
+        out["pixels"] = None
         return out
     if inp.alt is None and inp.alt_uri:
         out["alt"], refused = await asyncio.to_thread(read_alt_sidecar, inp.alt_uri, job, source)
@@ -146,9 +133,6 @@ async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
     return rows
 
 
-WITH_PIXELS = INGESTED.append(pa.field("pixels", pa.binary())).append(pa.field("pixels_shape", pa.list_(pa.int32())))
-
-
 def ingest_block(batch: pa.Table, job_json: str, root: str) -> pa.Table:
     job = Job.model_validate_json(job_json)
     rows = []
@@ -175,7 +159,8 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
     aes = job.filters.aesthetics
     if aes.enabled:
         num_cpus, num_gpus = actor_resources("aesthetics", aes.num_cpus, aes.num_gpus, 1)
-        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"cfg_json": aes.model_dump_json()}, batch_size=aes.batch_size,
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"cfg_json": aes.model_dump_json(),
+                                                               "gates": gates.gates_for(job, gates.EMBEDDING)}, batch_size=aes.batch_size,
                             batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=aes.concurrency))
     # listed sources know their size; a tar's inputs are only known once it is read

@@ -16,12 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.sources import UNITS, expand_unit, with_listing
+from curate.sources import expand_unit, with_listing
 from curate.sources.base import Input
 from curate.sources.http import HttpSession
 from curate.staging import parse, staged_file, store_for
 from curate.storage import RunDir
 from schemas.job import Job
+from schemas.record import UNITS
 
 CHANGED = pa.schema([("key", pa.string()), ("detail", pa.string())])
 
@@ -82,7 +83,7 @@ async def fetch_again(unit: dict, keys: set[str], job: Job) -> dict[str, tuple[b
 
     async def one(inp: Input) -> tuple[bytes | None, str | None]:
         if inp.error or inp.reader is None:
-            return None, f"{inp.error.reason}: {inp.error.detail}" if inp.error else "unreadable"
+            return None, _why(inp.error) if inp.error else "unreadable"
         async with gate:
             try:
                 if session is not None:
@@ -90,7 +91,7 @@ async def fetch_again(unit: dict, keys: set[str], job: Job) -> dict[str, tuple[b
                         return await _whole(inp), None
                 return await _whole(inp), None
             except Exception as exc:
-                return None, f"{getattr(exc, 'reason', type(exc).__name__)}: {getattr(exc, 'detail', exc)}"
+                return None, _why(exc)
             finally:
                 await inp.reader.close()
 
@@ -108,3 +109,8 @@ async def _whole(inp: Input) -> bytes:
     if inp.reader.size is not None and len(head) >= inp.reader.size:
         return head
     return await inp.reader.rest()
+
+
+def _why(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None)
+    return f"{getattr(reason, 'value', reason) or type(exc).__name__}: {getattr(exc, 'detail', exc)}"

@@ -18,22 +18,32 @@ from curate.card import dataset_card
 from curate.engine import split_by
 from curate.imaging import ORIENTATION_TAG, fit_within, for_training, sha256
 from curate.outputs import output_for
-from curate.phases.caption import CAPTIONED_OK
-from curate.phases.dedup import DEDUP_HASHES, HASHES, staged_rows
 from curate.phases.restage import restage_missing
 from curate.staging import StagingStore
 from curate.storage import (
     RunDir,
     read_parquet_dir,
+    staged_rows,
     write_bytes_atomic,
     write_parquet_atomic,
     write_partitioned_atomic,
 )
 from schemas.buckets import closest_bucket
 from schemas.job import Job
-from schemas.record import CAPTIONED, DEDUP, EVIDENCE, HALLUCINATION, INDEX, rows_to_table
+from schemas.record import (
+    CAPTIONED,
+    CAPTIONED_OK,
+    DEDUP,
+    DEDUP_HASHES,
+    EVIDENCE,
+    HALLUCINATION,
+    HASHES,
+    INDEX,
+    MEMBERS,
+    WRITE_PLAN,
+    rows_to_table,
+)
 
-WRITE_PLAN = INDEX.append(pa.field("blob", pa.string()))  # the index plus where staged bytes are
 TAR_MTIME = 946684800  # fixed member mtime (2000-01-01) so shard bytes are reproducible
 
 
@@ -104,9 +114,6 @@ def record_json(row: dict) -> bytes:
     return json.dumps(row, ensure_ascii=False, sort_keys=True).encode()
 
 
-# Per shard, what was stored for each member; written before the shard is published, so a
-# published shard always has one (a resumed run reads it instead of the shard).
-MEMBERS = pa.schema([("key", pa.string()), ("stored_as", pa.string()), ("member_offset", pa.int64()), ("member_bytes", pa.int64())])
 TAR_BLOCK = 512
 
 

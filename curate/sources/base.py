@@ -10,10 +10,20 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 from urllib.parse import unquote_to_bytes, urlparse
+
+import pyarrow as pa
+
+from schemas.reasons import InputError, Reason
+from schemas.record import INPUTS
+
+if TYPE_CHECKING:
+    from curate.sources.http import HttpSession
+    from schemas.job import Job
 
 SIDECAR_MAX_BYTES = 16 << 10   # alt text longer than this is not alt text (sidecar or txt member)
 
@@ -26,14 +36,6 @@ def key_for(identity: str) -> str:
 def printable(name: str) -> str:
     """A name safe to store as UTF-8 text: undecodable bytes shown as \\xNN escapes."""
     return name.encode(errors="surrogateescape").decode(errors="backslashreplace")
-
-
-class InputError(Exception):
-    """An input that cannot be read, with its reason code (schemas.reasons)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 class Reader(Protocol):
@@ -58,6 +60,64 @@ class Input:
     note: str | None = None                    # kept in the row's detail (e.g. why its alt text was refused)
 
 
+class Datasource:
+    """One configured source, shaped like Ray Data's Datasource or img2dataset's reader:
+    `list()` runs on the driver and says what the source holds (an INPUTS table, in a stable
+    order); `open(row)` runs in a worker and turns one listed row into an `Input` whose reader
+    fetches the bytes, or which carries the reason it cannot be read. A source whose rows are
+    containers (`streams`: a webdataset tar) is planned one unit per row and expanded by
+    `stream(uri, limit)` instead, since its inputs are known only once it is read."""
+
+    type: ClassVar[str]
+    streams: ClassVar[bool] = False
+
+    def __init__(self, job: Job, index: int, session: HttpSession | None = None):
+        self.job, self.index, self.cfg = job, index, job.sources[index]
+        self.max_bytes = job.ingest.max_bytes
+        self.session = session   # the ingest task's HTTP session (URL lists only)
+
+    def list(self) -> pa.Table:
+        raise NotImplementedError
+
+    def open(self, row: dict) -> Input:
+        """A listed file or object: refused when listed (`error`), else opened by `reader(row)`."""
+        inp = Input(key_for(row["uri"]), row["uri"], None, alt_uri=row["alt_uri"])
+        if row["error"]:
+            inp.error = InputError(row["error"], row["error_detail"])
+            return inp
+        try:
+            inp.reader = self.reader(row)
+        except InputError as exc:
+            inp.error = exc
+        except OSError as exc:
+            inp.error = InputError(Reason.READ_ERROR, f"{type(exc).__name__}: {exc.strerror}")
+        return inp
+
+    def reader(self, row: dict) -> Reader:
+        raise NotImplementedError
+
+    def stream(self, uri: str, limit: int | None) -> Iterator[Input]:
+        """The inputs of one listed container (streaming sources only), at most `limit`."""
+        raise NotImplementedError
+
+
+def wanted(name: str, exts: list[str]) -> bool:
+    """A name with one of the source's image extensions."""
+    return Path(name).suffix.lower() in {"." + e.lower().lstrip(".") for e in exts}
+
+
+def listing(entries: list[tuple[str, int, str | None, str | None]], sidecars: bool, has_text) -> pa.Table:
+    """The INPUTS table of (uri, size, refusal reason, detail) entries, in URI order; with
+    `sidecars`, each readable entry whose `<stem>.txt` exists (`has_text(uri)`) points at it."""
+    rows = []
+    for n, (uri, size, why, detail) in enumerate(sorted(entries)):
+        sidecar = uri.rsplit(".", 1)[0] + ".txt"
+        has_sidecar = sidecars and why is None and has_text(sidecar)
+        rows.append({"row": n, "uri": uri, "size": size, "alt": None, "alt_uri": sidecar if has_sidecar else None,
+                     "error": why, "error_detail": detail})
+    return pa.Table.from_pylist(rows, schema=INPUTS)
+
+
 def local_path(uri: str) -> Path:
     """The path of a file:// URI, byte for byte (names that are not UTF-8 included)."""
     return Path(os.fsdecode(unquote_to_bytes(urlparse(uri).path)))
@@ -75,10 +135,10 @@ def open_inside(root: Path, path: Path) -> int:
     Raises InputError (unsafe_path, not_a_file, broken_link)."""
     real = os.path.realpath(path)
     if not os.path.exists(real):
-        raise InputError("broken_link", "a dangling symlink or a symlink loop")
+        raise InputError(Reason.BROKEN_LINK, "a dangling symlink or a symlink loop")
     rel = os.path.relpath(real, root)
     if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
-        raise InputError("unsafe_path", "resolves to a path outside the source folder")
+        raise InputError(Reason.UNSAFE_PATH, "resolves to a path outside the source folder")
     parts = rel.split(os.sep)
     fd = os.open(root, _DIR_FLAGS)
     try:
@@ -89,13 +149,13 @@ def open_inside(root: Path, path: Path) -> int:
         try:
             nxt = os.open(parts[-1], _OPEN_FLAGS, dir_fd=fd)
         except OSError as exc:
-            raise InputError("unsafe_path", f"changed while being opened: {exc.strerror}") from None
+            raise InputError(Reason.UNSAFE_PATH, f"changed while being opened: {exc.strerror}") from None
     finally:
         os.close(fd)
     mode = os.fstat(nxt).st_mode
     if not stat.S_ISREG(mode):
         os.close(nxt)
-        raise InputError("not_a_file", f"not a regular file ({file_kind(mode)})")
+        raise InputError(Reason.NOT_A_FILE, f"not a regular file ({file_kind(mode)})")
     return nxt
 
 
@@ -111,10 +171,10 @@ def read_fd(fd: int, size: int, limit: int) -> bytes:
     """The whole file behind `fd` (its fstat size `size`), refusing one that holds more than
     its size says (a /proc or sysfs file reports 0 or 4096) or more than `limit`."""
     if size > limit:
-        raise InputError("too_many_bytes", f"{size} bytes > max_bytes {limit}")
+        raise InputError(Reason.TOO_MANY_BYTES, f"{size} bytes > max_bytes {limit}")
     data = os.pread(fd, size + 1, 0)
     if len(data) != size:
-        raise InputError("read_error", f"file holds {'more' if len(data) > size else 'fewer'} bytes than its size ({size}) says")
+        raise InputError(Reason.READ_ERROR, f"file holds {'more' if len(data) > size else 'fewer'} bytes than its size ({size}) says")
     return data
 
 
@@ -132,7 +192,7 @@ class LocalReader:
         if self.size > max_bytes:
             os.close(self.fd)
             self.fd = -1
-            raise InputError("too_many_bytes", f"{self.size} bytes > max_bytes {max_bytes}")
+            raise InputError(Reason.TOO_MANY_BYTES, f"{self.size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
         data = os.pread(self.fd, min(n, self.size), 0)
@@ -159,7 +219,7 @@ class MemoryReader:
     def __init__(self, data: bytes, max_bytes: int):
         self.data, self.size, self.received = data, len(data), len(data)
         if self.size > max_bytes:
-            raise InputError("too_many_bytes", f"{self.size} bytes > max_bytes {max_bytes}")
+            raise InputError(Reason.TOO_MANY_BYTES, f"{self.size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
         return self.data

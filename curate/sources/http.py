@@ -21,9 +21,9 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from curate.sources.base import InputError
-from curate.sources.netsafety import Refused, check_url, redact
+from curate.sources.netsafety import check_url, redact
 from schemas.job import FetchConfig
+from schemas.reasons import InputError, Reason
 
 REDIRECTS = {301, 302, 303, 307, 308}
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -68,34 +68,34 @@ class HttpSession:
                 addresses = await check_url(current, cfg.allow_private_networks)
                 address = next((a for a in addresses if a not in unreachable), addresses[0])
                 request = pinned_request(self.client, current, address, headers)
-            except Refused as exc:
+            except InputError as exc:
                 raise InputError(exc.reason, exc.detail if hops == 0 else f"after redirect to {redact(current)}: {exc.detail}") from None
             except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
-                raise InputError("bad_url", f"malformed URL: {type(exc).__name__}: {str(exc)[:200]}") from None
+                raise InputError(Reason.BAD_URL, f"malformed URL: {type(exc).__name__}: {str(exc)[:200]}") from None
             try:
                 resp = await self.client.send(request, stream=True)
             except httpx.TimeoutException as exc:
-                attempt = await self._retry_or_raise(attempt, "timeout", f"{type(exc).__name__} from {redact(current)}", None)
+                attempt = await self._retry_or_raise(attempt, Reason.TIMEOUT, f"{type(exc).__name__} from {redact(current)}", None)
                 continue
             except httpx.TransportError as exc:
                 if isinstance(exc, httpx.ConnectError) and set(addresses) - unreachable - {address}:
                     unreachable.add(address)   # the name's next checked address
                     continue
                 unreachable.clear()
-                attempt = await self._retry_or_raise(attempt, "fetch_error", f"{type(exc).__name__}: {exc}", None)
+                attempt = await self._retry_or_raise(attempt, Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}", None)
                 continue
             status = resp.status_code
             if status in REDIRECTS:
                 await resp.aclose()
                 location = resp.headers.get("location")
                 if not location:
-                    raise InputError("http_error", f"HTTP {status} without Location")
+                    raise InputError(Reason.HTTP_ERROR, f"HTTP {status} without Location")
                 nxt = urljoin(current, location)
                 hops += 1
                 if nxt in visited:
-                    raise InputError("redirect_loop", f"redirect loop back to {redact(nxt)} after {hops} hops")
+                    raise InputError(Reason.REDIRECT_LOOP, f"redirect loop back to {redact(nxt)} after {hops} hops")
                 if hops > cfg.max_redirects:
-                    raise InputError("too_many_redirects", f"more than {cfg.max_redirects} redirects")
+                    raise InputError(Reason.TOO_MANY_REDIRECTS, f"more than {cfg.max_redirects} redirects")
                 visited.add(nxt)
                 current = nxt
                 unreachable.clear()
@@ -106,15 +106,15 @@ class HttpSession:
                 continue
             if status == 429 or status >= 500:
                 await resp.aclose()
-                attempt = await self._retry_or_raise(attempt, "rate_limited" if status == 429 else "http_error",
+                attempt = await self._retry_or_raise(attempt, Reason.RATE_LIMITED if status == 429 else Reason.HTTP_ERROR,
                                                      f"HTTP {status}", resp.headers.get("retry-after"))
                 continue
             if status in (200, 206):
                 return resp, current
             await resp.aclose()
-            raise InputError("http_error", f"HTTP {status}")
+            raise InputError(Reason.HTTP_ERROR, f"HTTP {status}")
 
-    async def _retry_or_raise(self, attempt: int, reason: str, detail: str, retry_after: str | None) -> int:
+    async def _retry_or_raise(self, attempt: int, reason: Reason, detail: str, retry_after: str | None) -> int:
         cfg = self.cfg
         if attempt >= cfg.retries:
             raise InputError(reason, f"{detail} (gave up after {attempt + 1} attempts)")
@@ -122,7 +122,7 @@ class HttpSession:
         wait = parse_retry_after(retry_after)
         if wait is not None:
             if wait > cfg.max_retry_after_s:
-                raise InputError("rate_limited", f"{detail}: Retry-After {wait:.0f}s > max_retry_after_s {cfg.max_retry_after_s}")
+                raise InputError(Reason.RATE_LIMITED, f"{detail}: Retry-After {wait:.0f}s > max_retry_after_s {cfg.max_retry_after_s}")
             delay = max(delay, wait)
         await asyncio.sleep(delay)
         return attempt + 1
@@ -165,9 +165,9 @@ async def body_chunks(resp: httpx.Response):
         async for chunk in resp.aiter_raw():   # as sent: never decoded (Content-Encoding ignored)
             yield chunk
     except httpx.TimeoutException as exc:
-        raise InputError("timeout", f"body stalled: {type(exc).__name__}") from None
+        raise InputError(Reason.TIMEOUT, f"body stalled: {type(exc).__name__}") from None
     except httpx.TransportError as exc:
-        raise InputError("fetch_error", f"body interrupted: {type(exc).__name__}: {exc}") from None
+        raise InputError(Reason.FETCH_ERROR, f"body interrupted: {type(exc).__name__}: {exc}") from None
 
 
 class HttpReader:
@@ -196,7 +196,7 @@ class HttpReader:
         etag = resp.headers.get("etag", "")
         self._validator = etag if etag.startswith('"') else resp.headers.get("last-modified")  # If-Range takes no weak ETag
         if self.session.cfg.respect_opt_out and opted_out(resp.headers):
-            raise InputError("opted_out", "X-Robots-Tag: noai/noimageai")
+            raise InputError(Reason.OPTED_OUT, "X-Robots-Tag: noai/noimageai")
         if resp.status_code == 206:
             m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
             self.size = int(m.group(3)) if m and m.group(3) != "*" else None
@@ -204,7 +204,7 @@ class HttpReader:
             length = resp.headers.get("content-length", "")
             self.size = int(length) if length.isdigit() else None
         if self.size is not None and self.size > self.session.max_bytes:
-            raise InputError("too_many_bytes", f"{self.size} bytes > max_bytes {self.session.max_bytes}")
+            raise InputError(Reason.TOO_MANY_BYTES, f"{self.size} bytes > max_bytes {self.session.max_bytes}")
         self._data = await self._read(until=n)
         if resp.status_code == 206:  # a range ended; the content is complete only if it was all of it
             self._complete = self.size is not None and len(self._data) >= self.size
@@ -239,7 +239,7 @@ class HttpReader:
         total = int(m.group(3)) if m and m.group(3) != "*" else None
         if not m or int(m.group(1)) != start or total != self.size:
             await self.close()
-            raise InputError("fetch_error", f"second read does not continue the first (Content-Range {resp.headers.get('content-range')!r})")
+            raise InputError(Reason.FETCH_ERROR, f"second read does not continue the first (Content-Range {resp.headers.get('content-range')!r})")
 
     async def _read(self, until: int | None) -> bytes:
         """Read up to `until` bytes (None: to the end), enforcing the byte cap."""
@@ -249,7 +249,7 @@ class HttpReader:
             self.received += len(chunk)
             have += len(chunk)
             if have > self.session.max_bytes:
-                raise InputError("too_many_bytes", f"body passed max_bytes {self.session.max_bytes}")
+                raise InputError(Reason.TOO_MANY_BYTES, f"body passed max_bytes {self.session.max_bytes}")
             if until is not None and have >= until:
                 return b"".join(got)
         self._complete = True

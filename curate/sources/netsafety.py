@@ -16,6 +16,8 @@ import re
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
+from schemas.reasons import InputError, Reason
+
 ALLOWED_SCHEMES = ("http", "https")
 MAX_URL_CHARS = 8192   # longer is not an image URL (browsers and CDNs stop well before)
 
@@ -34,12 +36,6 @@ METADATA = [ipaddress.ip_network(n) for n in (
 SHARED = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")   # 0.x connects to this host on Linux
-
-
-class Refused(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 def embedded_ipv4(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -72,31 +68,31 @@ def address_verdict(ip: str, allow_private: bool) -> str | None:
 
 
 async def check_url(url: str, allow_private: bool) -> list[str]:
-    """The addresses to connect to for `url` (in resolver order); Refused by scheme, shape, or
+    """The addresses to connect to for `url` (in resolver order); raises InputError by scheme, shape, or
     when its host resolves to any refused address."""
     if len(url) > MAX_URL_CHARS:
-        raise Refused("bad_url", f"URL of {len(url)} characters > {MAX_URL_CHARS}")
+        raise InputError(Reason.BAD_URL, f"URL of {len(url)} characters > {MAX_URL_CHARS}")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise Refused("bad_url", f"malformed URL: {exc}") from None
+        raise InputError(Reason.BAD_URL, f"malformed URL: {exc}") from None
     if parts.scheme not in ALLOWED_SCHEMES:
-        raise Refused("bad_scheme", f"scheme {parts.scheme or '(none)'!r} is not http or https")
+        raise InputError(Reason.BAD_SCHEME, f"scheme {parts.scheme or '(none)'!r} is not http or https")
     host = parts.hostname
     if not host:
-        raise Refused("bad_scheme", "URL has no host")
+        raise InputError(Reason.BAD_SCHEME, "URL has no host")
     port = port or (443 if parts.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise Refused("fetch_error", f"cannot resolve {host}: {exc}") from None
+        raise InputError(Reason.FETCH_ERROR, f"cannot resolve {host}: {exc}") from None
     except (UnicodeError, ValueError) as exc:   # an over-long label, bad IDNA
-        raise Refused("bad_url", f"host {host[:100]!r} is not a valid name: {exc}") from None
+        raise InputError(Reason.BAD_URL, f"host {host[:100]!r} is not a valid name: {exc}") from None
     for info in infos:
         why = address_verdict(info[4][0], allow_private)
         if why:
-            raise Refused("blocked_address", f"{host} resolves to {info[4][0]}: {why}")
+            raise InputError(Reason.BLOCKED_ADDRESS, f"{host} resolves to {info[4][0]}: {why}")
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 

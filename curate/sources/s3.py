@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from functools import lru_cache
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from curate.sources.base import InputError
+import pyarrow as pa
+
+from curate.sources.base import Datasource, listing, wanted
 from schemas.job import S3Options
+from schemas.reasons import InputError, Reason
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -58,8 +62,8 @@ def get_object(uri: str, opts: S3Options, start: int | None = None, end: int | N
     except Exception as exc:
         code = _short(exc)
         if code in ("PreconditionFailed", "412"):
-            raise InputError("read_error", f"S3 GET {uri}: changed between the header read and the full read") from None
-        raise InputError("read_error", f"S3 GET {uri}: {code}") from None
+            raise InputError(Reason.READ_ERROR, f"S3 GET {uri}: changed between the header read and the full read") from None
+        raise InputError(Reason.READ_ERROR, f"S3 GET {uri}: {code}") from None
 
 
 def open_stream(uri: str, opts: S3Options):
@@ -73,6 +77,22 @@ def _short(exc: Exception) -> str:
     return code or f"{type(exc).__name__}: {exc}"
 
 
+class S3Prefix(Datasource):
+    """Objects under an S3 prefix (dot-files skipped); `<stem>.txt` objects are alt-text sidecars."""
+
+    type = "s3"
+
+    def list(self) -> pa.Table:
+        objects = list_objects(self.cfg.prefix, self.cfg.s3)
+        entries = [(u, n, None, None) for u, n in objects
+                   if wanted(u, self.cfg.extensions) and not PurePosixPath(u).name.startswith(".")]
+        texts = {u for u, _ in objects if u.endswith(".txt")}
+        return listing(entries, self.cfg.alt_text == "sidecar", texts.__contains__)
+
+    def reader(self, row: dict) -> S3Reader:
+        return S3Reader(row["uri"], row["size"], self.cfg.s3, self.max_bytes)
+
+
 class S3Reader:
     rereadable = True
 
@@ -82,7 +102,7 @@ class S3Reader:
         self._head = b""
         self._etag: str | None = None
         if size > max_bytes:
-            raise InputError("too_many_bytes", f"{size} bytes > max_bytes {max_bytes}")
+            raise InputError(Reason.TOO_MANY_BYTES, f"{size} bytes > max_bytes {max_bytes}")
 
     async def head(self, n: int) -> bytes:
         if self.size == 0:

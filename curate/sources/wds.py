@@ -12,18 +12,35 @@ import json
 import tarfile
 from collections.abc import Iterator
 
+import pyarrow as pa
+
 from curate.sources import s3
 from curate.sources.base import (
     SIDECAR_MAX_BYTES,
+    Datasource,
     Input,
-    InputError,
     MemoryReader,
     key_for,
     printable,
 )
 from schemas.job import WebdatasetSource
+from schemas.reasons import InputError, Reason
+from schemas.record import INPUTS
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class WebdatasetTars(Datasource):
+    """Tar shards: `list()` lists the tars (each planned as one unit), `stream` reads one."""
+
+    type = "webdataset"
+    streams = True
+
+    def list(self) -> pa.Table:
+        return pa.Table.from_pylist([{"row": n, "uri": tar} for n, tar in enumerate(list_tars(self.cfg))], schema=INPUTS)
+
+    def stream(self, uri: str, limit: int | None) -> Iterator[Input]:
+        return iter_samples(uri, self.cfg, self.max_bytes, limit)
 
 
 def list_tars(src: WebdatasetSource) -> list[str]:
@@ -56,7 +73,7 @@ def iter_samples(tar_uri: str, src: WebdatasetSource, max_bytes: int, limit: int
     try:
         fileobj = s3.open_stream(tar_uri, src.s3) if tar_uri.startswith("s3://") else open(tar_uri, "rb")  # noqa: SIM115
     except Exception as exc:
-        yield Input(key_for(f"{tar_uri}#unreadable"), tar_uri, None, error=InputError("read_error", f"cannot open tar: {exc}"))
+        yield Input(key_for(f"{tar_uri}#unreadable"), tar_uri, None, error=InputError(Reason.READ_ERROR, f"cannot open tar: {exc}"))
         return
     try:
         current, sample = None, None
@@ -77,7 +94,7 @@ def iter_samples(tar_uri: str, src: WebdatasetSource, max_bytes: int, limit: int
             yield sample.to_input(max_bytes)
     except Exception as exc:  # a broken or hostile tar fails its remaining samples, not the unit
         yield Input(key_for(f"{tar_uri}#broken@{ordinal}"), f"{tar_uri}#broken@{ordinal}", None,
-                    error=InputError("read_error", f"tar unreadable after {ordinal} samples: {exc}"))
+                    error=InputError(Reason.READ_ERROR, f"tar unreadable after {ordinal} samples: {exc}"))
     finally:
         fileobj.close()
 
@@ -115,11 +132,11 @@ class Sample:
             inp.error = exc
             return inp
         if len(self.exts) > MAX_MEMBERS:
-            inp.error = InputError("too_many_members", f"{len(self.exts)} members > {MAX_MEMBERS}")
+            inp.error = InputError(Reason.TOO_MANY_MEMBERS, f"{len(self.exts)} members > {MAX_MEMBERS}")
         elif self.image is None:
-            inp.error = InputError("not_an_image", f"sample has no image member (has: {', '.join(sorted(set(self.exts))) or 'nothing'})")
+            inp.error = InputError(Reason.NOT_AN_IMAGE, f"sample has no image member (has: {', '.join(sorted(set(self.exts))) or 'nothing'})")
         elif self.image[1] is None:
-            inp.error = InputError("too_many_bytes", f"image member > max_bytes {max_bytes}")
+            inp.error = InputError(Reason.TOO_MANY_BYTES, f"image member > max_bytes {max_bytes}")
         else:
             inp.reader = MemoryReader(self.image[1], max_bytes)
         return inp
@@ -135,13 +152,13 @@ class Sample:
             return {}
         raw = self.small["json"]
         if raw is None:
-            raise InputError("bad_metadata", f"json member > {MAX_JSON_BYTES} bytes")
+            raise InputError(Reason.BAD_METADATA, f"json member > {MAX_JSON_BYTES} bytes")
         try:
             meta = json.loads(raw)
         except (ValueError, RecursionError) as exc:
-            raise InputError("bad_metadata", f"json member unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
+            raise InputError(Reason.BAD_METADATA, f"json member unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
         if depth(meta) > MAX_JSON_DEPTH:
-            raise InputError("bad_metadata", f"json member nested deeper than {MAX_JSON_DEPTH}")
+            raise InputError(Reason.BAD_METADATA, f"json member nested deeper than {MAX_JSON_DEPTH}")
         return meta if isinstance(meta, dict) else {"value": meta}
 
 

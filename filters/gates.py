@@ -1,0 +1,101 @@
+"""Gates: one small protocol for every keep-or-reject check, applied by one loop (`apply`).
+
+A gate reads the fields it needs from a row (a dict) and returns None to pass it, or a
+`Verdict` (a Reason and a detail). Each gate names the stage whose fields it reads, because the
+fields arrive at different times and the cheap checks must run before the expensive work:
+`header` (size from the header, before the rest of the bytes is fetched), `pixels` (quality
+signals of the one working-size decode), `embedding` (the CLIP actor's aesthetic score).
+A new gate is one class here plus its line in `gates_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from filters.quality import quality_verdict
+from filters.resolution import resolution_verdict
+from schemas.job import Job, QualityConfig, ResolutionConfig
+from schemas.reasons import Reason, Verdict
+
+HEADER, PIXELS, EMBEDDING = "header", "pixels", "embedding"
+
+
+class Gate(Protocol):
+    name: ClassVar[str]
+    stage: ClassVar[str]   # HEADER | PIXELS | EMBEDDING: when the fields it reads exist
+
+    def check(self, row: dict) -> Verdict | None: ...
+
+
+@dataclass(frozen=True)
+class MaxPixels:
+    """Decompression-bomb guard: a header claiming more pixels than `ingest.max_pixels` is never decoded."""
+
+    limit: int
+    name: ClassVar[str] = "max_pixels"
+    stage: ClassVar[str] = HEADER
+
+    def check(self, row: dict) -> Verdict | None:
+        if row["width"] * row["height"] > self.limit:
+            return Verdict(Reason.DECOMPRESSION_BOMB, f"{row['width']}x{row['height']} > max_pixels {self.limit}")
+        return None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """filters.resolution (min side, min pixels, max aspect, require_4k) on EXIF-corrected sizes."""
+
+    rule: ResolutionConfig
+    name: ClassVar[str] = "resolution"
+    stage: ClassVar[str] = HEADER
+
+    def check(self, row: dict) -> Verdict | None:
+        return resolution_verdict(row["width"], row["height"], self.rule)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """filters.quality: the weight-free signals of the working-size decode."""
+
+    cfg: QualityConfig
+    name: ClassVar[str] = "quality"
+    stage: ClassVar[str] = PIXELS
+
+    def check(self, row: dict) -> Verdict | None:
+        return quality_verdict(row["quality"], self.cfg)
+
+
+@dataclass(frozen=True)
+class MinAesthetic:
+    """filters.aesthetics.min_aesthetic on the embedding actor's score."""
+
+    threshold: float
+    name: ClassVar[str] = "min_aesthetic"
+    stage: ClassVar[str] = EMBEDDING
+
+    def check(self, row: dict) -> Verdict | None:
+        score = row.get("aesthetic")
+        if score is not None and score < self.threshold:
+            return Verdict(Reason.LOW_AESTHETIC, f"aesthetic {score:.2f} < min_aesthetic {self.threshold}")
+        return None
+
+
+def gates_for(job: Job, stage: str) -> list[Gate]:
+    """The job's gates of one stage, in the order they run."""
+    every: list[Gate] = [MaxPixels(job.ingest.max_pixels), Resolution(job.filters.resolution), Quality(job.filters.quality)]
+    aes = job.filters.aesthetics
+    if aes.enabled and aes.min_aesthetic is not None:
+        every.append(MinAesthetic(aes.min_aesthetic))
+    return [g for g in every if g.stage == stage]
+
+
+def apply(gates: list[Gate], row: dict) -> Verdict | None:
+    """The one gate loop: the first gate the row fails sets its status (the reason) and detail,
+    which the unit's commit turns into a rejects row; None when the row passes them all."""
+    for gate in gates:
+        verdict = gate.check(row)
+        if verdict is not None:
+            row.update(status=verdict.reason.value, detail=verdict.detail)
+            return verdict
+    return None
