@@ -170,10 +170,10 @@ class S3Output:
             while chunk := src.read(self.part_size):
                 fh.write(chunk)
 
-    def list_keys(self) -> list[str]:
-        """Every object below the prefix, relative to it."""
+    def list_keys(self, folder: str = "") -> list[str]:
+        """Every object below the prefix (and below `folder` in it), relative to the prefix."""
         base = f"{self.prefix}/" if self.prefix else ""
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base)
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + folder)
         return sorted(o["Key"][len(base):] for page in pages for o in page.get("Contents", []))
 
     def delete(self, rels: list[str]) -> None:
@@ -205,11 +205,14 @@ def output_for(job: Job) -> LocalOutput | S3Output:
 
 
 def work_dir(job: Job) -> Path:
-    """The run's local folder: staging, commit markers and local copies of the index and
-    report. It is the output folder itself unless `out` is remote."""
+    """The driver's folder for the run: commit markers and local copies of the index and
+    report. It is the output folder itself unless `out` is remote; an s3:// `work_dir` holds
+    the staged bytes (curate.staging), and the driver keeps its files in .curate/<job name>."""
     if not is_remote(job.out):
         return Path(job.out)
-    return Path(job.output.work_dir or Path(".curate") / job.name)
+    if job.output.work_dir and not is_remote(job.output.work_dir):
+        return Path(job.output.work_dir)
+    return Path(".curate") / job.name
 
 
 def run_output(root: str | Path) -> LocalOutput | S3Output:

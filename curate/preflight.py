@@ -49,6 +49,8 @@ def preflight(job: Job, job_path: str | Path) -> list[str]:
     if h.enabled and h.ocr and importlib.util.find_spec("rapidocr") is None:
         problems.append("hallucination.ocr: the rapidocr package is not installed (pip install rapidocr onnxruntime)")
     _check(problems, "out", lambda: _output(job))
+    if job.output.work_dir and job.output.work_dir.startswith("s3://"):
+        _check(problems, "output.work_dir", lambda: _staging(job))
     for i, src in enumerate(job.sources):
         _check(problems, f"sources.{i}", lambda src=src: _source(src))
     return [f"{job_path}: {p}" for p in problems]
@@ -127,6 +129,21 @@ def _hf_config(model: str) -> None:
     from transformers import AutoConfig
 
     AutoConfig.from_pretrained(model)
+
+
+def _staging(job: Job) -> str | None:
+    """One ranged read back of a small staged file, as caption and write will do it, then removed."""
+    from curate.staging import staged_file, store_for
+
+    store = store_for(job, ".")
+    writer = store.writer(f".curate-preflight-{uuid.uuid4().hex[:8]}")
+    locator = writer.put("probe", b"curate")
+    writer.close()
+    try:
+        store.read(locator)
+    finally:
+        store.place.delete([staged_file(locator)])
+    return None
 
 
 def _output(job: Job) -> str | None:

@@ -30,6 +30,7 @@ from curate.progress import phase_progress
 from curate.report import bucket_counts, write_report
 from curate.runlog import RunFailed, log, log_failure, one_line, start_log
 from curate.sources import plan_units, rejected_input_bytes
+from curate.staging import store_for
 from curate.storage import (
     RunDir,
     read_index,
@@ -135,8 +136,9 @@ def invalidate(run: RunDir, output, phase: str, previous: dict, job: Job) -> Non
         output.delete([k for k in output.list_keys() if k == "manifest.json"])
     for path in (run.manifest, run.marker("published"), run.marker("write"), run.hashes, run.root / "README.md"):
         path.unlink(missing_ok=True)
-    for folder in (run.index, run.report, run.work / "shards"):
+    for folder in (run.index, run.report):
         shutil.rmtree(folder, ignore_errors=True)
+    store_for(job, run.root).remove("shards")   # the shard writer's member offsets
     if isinstance(output, S3Output):
         output.delete([k for k in output.list_keys() if k.startswith(("ar", "index/", "report/", "rejects/"))])
     else:
@@ -233,6 +235,8 @@ def _finish(job: Job, job_path, run: RunDir, output, plan: pa.Table, ray_where: 
     failpoint.hit("report.manifest")
     write_json_atomic(run.manifest, manifest)
     publish(run, output)
+    if not job.output.keep_staged:   # the shards hold the images now; a later re-run fetches them again
+        store_for(job, run.root).remove_run()
     return manifest
 
 

@@ -342,8 +342,14 @@ class OutputConfig(Strict):
         "re-encoded with their own quantisation tables); PNG/WebP inputs are re-encoded. `keep`: each input's own format "
         "(then samples carry jpg, png or webp fields). The index's `stored_as` says which happened.")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality of re-encoded images.")
-    work_dir: str | None = Field(None, description="Local folder for staging, commit markers and copies of the index and report when "
-                                 "`out` is s3:// (default: .curate/<job name>); on a cluster it must be shared by all nodes.")
+    work_dir: str | None = Field(None, description="Where the run stages: a local folder for staged bytes, commit markers and copies "
+                                 "of the index and report when `out` is s3:// (default: .curate/<job name>), or an s3:// prefix "
+                                 "(uses `output.s3`) that holds the staged bytes every node reads, for a cluster without a shared "
+                                 "file system (the driver then keeps its commit files in .curate/<job name>).")
+    keep_staged: bool = Field(False, description="Keep the staged image bytes after the run completes (by default they are deleted; "
+                              "a later re-run that needs them fetches them from the sources again and checks size and sha256).")
+    verify_staged: bool = Field(False, description="Re-hash each staged image (sha256) before it is written to a shard; by default "
+                                "write checks its length only (ingest hashed those very bytes).")
     s3: S3Options = Field(default_factory=S3Options, description="Where the output bucket is, when `out` is s3://.")
     part_size_mb: int = Field(64, ge=5, le=5120, description="Multipart upload part size for s3:// output (S3's minimum is 5).")
 

@@ -63,6 +63,8 @@ class Reason(StrEnum):
     # caption
     EMPTY_CAPTION = "empty_caption"
     HALLUCINATION = "hallucination"
+    # a re-fetch of removed staged bytes (a later re-run) found other bytes than the first read
+    SOURCE_CHANGED = "source_changed"
     # failures (the pipeline's fault or the environment's, not the input's verdict)
     READ_ERROR = "read_error"
     CAPTION_FAILED = "caption_failed"

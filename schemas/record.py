@@ -154,7 +154,8 @@ EVIDENCE = pa.struct([f for f in HALLUCINATION if f.name != "key"])
 # What the caption phase's CPU tasks hand the captioners: typed Arrow, so a column that is null in
 # every row of a batch stays a typed null (numpy object batches come back from Ray Data as NaN or bytes).
 PREPARED = pa.schema([("unit", pa.string()), ("key", pa.string()), ("alt", pa.string()),
-                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string())])
+                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string()),
+                      ("prep_reason", pa.string())])   # the Reason of prep_error (read_error, or source_changed on a re-fetch)
 
 # Caption phase output for every kept sample.
 CAPTIONED = pa.schema([

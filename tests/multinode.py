@@ -60,6 +60,7 @@ def progress(work: Path, phase: str) -> list[int]:
 def run_group(nodes: Nodes, address: str, shape: str, phases: str, job_path: Path, result_path: Path) -> None:
     from curate import failpoint
     from curate.jobs import load_job
+    from curate.outputs import work_dir
     from curate.runner import run_job
 
     nodes.reshape([int(n) for n in shape.split(",")])
@@ -68,7 +69,7 @@ def run_group(nodes: Nodes, address: str, shape: str, phases: str, job_path: Pat
     for phase in [p for p in phases.split(",") if p != "none"]:
         def remove(n: int, phase: str = phase) -> None:
             if n == 1:
-                removed[phase] = progress(Path(job.out) / "_work", phase)
+                removed[phase] = progress(work_dir(job) / "_work", phase)   # the driver's markers (.curate/<name> for s3://)
                 nodes.replace_last()
         failpoint.on(POINTS[phase], remove)
     try:

@@ -4,6 +4,7 @@ every task) that lose a worker node mid-phase and still write every input once, 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -40,29 +41,34 @@ PHASES = "ingest,dedup,caption,write"
 
 @pytest.mark.slow
 @pytest.mark.timeout(720)   # 300-480 s measured at load 25-60 on 2 cores
-def test_small_clusters_lose_a_node_in_each_phase_and_finish_identically(tiny_vlm, fault_job, fault_reference, ray_cluster, tmp_path):
+def test_small_clusters_lose_a_node_in_each_phase_and_finish_identically(tiny_vlm, fault_job, fault_reference, ray_cluster, s3_server, tmp_path):
     """One multi-node cluster (a 0-CPU head), three shapes in turn: 2 x 2 CPU and 1 x 2 CPU lose
     their last worker node in every phase (ingest, dedup on the Ray engine, caption, write) and
     get a fresh one of its size (on 1 x 2 CPU the run has no CPU at all until it joins); 3 x 1
-    CPU, where actors of 0.67 CPU once starved every task, loses one in caption. Each run
+    CPU, where actors of 0.67 CPU once starved every task, loses one in caption with source,
+    staging (`output.work_dir`) and output all on S3, so no node reads another's files. Each run
     completes with every input once and output byte-identical to the one-node run's."""
     from curate.jobs import load_job
     from curate.runner import run_job
 
-    src = tmp_path / "imgs"
-    src.mkdir()
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="nodes")
     rng = np.random.default_rng(3)
     for i in range(12):   # enough caption work that the node goes while units are still pending
         img, alt = render(rng, 1024, 1024)
-        img.save(src / f"p{i}.jpg", quality=85)
-        (src / f"p{i}.txt").write_text(alt)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=85)
+        s3.put_object(Bucket="nodes", Key=f"src/p{i}.jpg", Body=buf.getvalue())
+        s3.put_object(Bucket="nodes", Key=f"src/p{i}.txt", Body=alt.encode())
     captioner = {"model": str(tiny_vlm), "preset": "greedy", "image_side": 64, "batch_size": 2,
                  "generation": {"max_new_tokens": 24, "min_new_tokens": 24}}
+    opts = {"endpoint_url": s3_server.endpoint}
     job = {
-        "name": "nodes", "out": str(tmp_path / "out3x1"),
-        "sources": [{"type": "folder", "path": str(src)}],
+        "name": "nodes", "out": "s3://nodes/out",
+        "output": {"work_dir": "s3://nodes/work", "s3": opts, "part_size_mb": 5},
+        "sources": [{"type": "s3", "prefix": "s3://nodes/src/", "s3": opts}],
         "units": {"size": 2},
-        "ray": {"no_progress_timeout_s": 60},
+        "ray": {"no_progress_timeout_s": 180},   # a hang fails in minutes, a loaded 2-core machine does not
         "dedup": {"exact": False, "near": False},
         # three actor pools: the shape that hung (0 of 36 captioned) before per-node accounting
         "caption": {"tokenizer": str(tiny_vlm.parent / "tiny-t5-tokenizer"), "captioners": [{"name": f"c{i}", **captioner} for i in range(3)]},
@@ -74,9 +80,10 @@ def test_small_clusters_lose_a_node_in_each_phase_and_finish_identically(tiny_vl
               ("2", PHASES, fault_job("nodes1x2", str(tmp_path / "out1x2"), dedup={"engine": "ray"})),
               ("1,1,1", "caption", three)]
     args = [a for shape, phases, path in groups for a in (shape, phases, str(path), str(path.with_suffix(".json")))]
-    proc = subprocess.run([sys.executable, "-m", "tests.multinode", *args],
-                          check=False, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=660,
-                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    repo = Path(__file__).parents[1]
+    proc = subprocess.run([sys.executable, "-m", "tests.multinode", *args],   # cwd: the S3 run's .curate/ lands in tmp_path
+                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=660,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(repo)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     for shape, phases, path in groups:
         result = json.loads(path.with_suffix(".json").read_text())
@@ -84,13 +91,31 @@ def test_small_clusters_lose_a_node_in_each_phase_and_finish_identically(tiny_vl
         assert sorted(result["removed"]) == sorted(phases.split(",")), (shape, result["removed"])
         for phase, (committed, total) in result["removed"].items():
             assert committed < total, (shape, phase, committed, total)
-        out = Path(yaml.safe_load(path.read_text())["out"])
-        if path == three:
-            assert result["counts"] == {"inputs": 12, "written": 12, "rejected": {}, "failed": {}, "is_4k": 0}
-            # the same job on the one-node test cluster, undisturbed
-            reference = run_job(load_job(three, out=str(tmp_path / "reference")), three).run_dir
-        else:
-            reference = fault_reference
-            assert result["counts"] == json.loads((reference / "manifest.json").read_text())["counts"]
-        expected = published(reference)
-        assert len(expected) >= 5 and published(out) == expected, shape
+        if path != three:
+            assert result["counts"] == json.loads((fault_reference / "manifest.json").read_text())["counts"]
+            expected = published(fault_reference)
+            assert len(expected) >= 5 and published(Path(yaml.safe_load(path.read_text())["out"])) == expected, shape
+    result = json.loads(three.with_suffix(".json").read_text())
+    assert result["counts"] == {"inputs": 12, "written": 12, "rejected": {}, "failed": {}, "is_4k": 0}
+    # every image was staged on S3 once and the staged bytes are gone with the run complete
+    assert not [k for k in _keys(s3, "work/") if k.startswith("work/staged/")]
+    assert not s3.list_multipart_uploads(Bucket="nodes").get("Uploads")
+    # the same job on the one-node test cluster, undisturbed, into another prefix: identical output
+    (tmp_path / "ref").mkdir()
+    os.chdir(tmp_path / "ref")   # its own .curate/nodes
+    try:
+        run_job(load_job(three, ["out=s3://nodes/reference", "output.work_dir=s3://nodes/work-reference"]), three)
+    finally:
+        os.chdir(repo)
+    expected = [k.removeprefix("out/") for k in _keys(s3, "out/") if k.endswith((".tar", ".parquet")) and "/report/" not in k]
+    assert len(expected) >= 3
+    for rel in expected:
+        assert _get(s3, f"out/{rel}") == _get(s3, f"reference/{rel}"), rel
+
+
+def _keys(s3, prefix: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket="nodes", Prefix=prefix).get("Contents", [])]
+
+
+def _get(s3, key: str) -> bytes:
+    return s3.get_object(Bucket="nodes", Key=key)["Body"].read()

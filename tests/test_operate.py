@@ -51,6 +51,7 @@ def test_a_changed_setting_reruns_only_the_phases_after_it(demo_run, corpus, tin
     sets = demo_overrides(corpus, tiny_vlm, root)
     kept = {p: p.stat().st_mtime_ns for p in [*(root / "_work/ingest").glob("*.parquet"), root / "_work/dedup.parquet"]}
     before = captions(root)
+    assert not (root / "_work/staged").exists()   # a complete run deletes its staged bytes: re-runs fetch them again
 
     # scoring changed: nothing is captioned again, the scores and everything after are redone
     result = curate.run(DEMO_JOB, sets=[*sets, "hallucination.sentence_z=1.5"])
@@ -58,6 +59,7 @@ def test_a_changed_setting_reruns_only_the_phases_after_it(demo_run, corpus, tin
     assert "caption: done" in latest_log(root) and "'not_run': ['dense', 'short']" in latest_log(root)
     assert captions(root) == before
     assert {p: p.stat().st_mtime_ns for p in kept} == kept   # ingest and dedup work kept as committed
+    assert not (root / "_work/staged").exists()
 
     # one captioner changed: only that one runs again
     result = curate.run(DEMO_JOB, sets=[*sets, "hallucination.sentence_z=1.5", "caption.captioners.1.prompt=Name the colours."],

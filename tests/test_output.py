@@ -95,16 +95,18 @@ def test_max_side_variant_is_downscaled_upright_and_reencoded(demo_run, corpus, 
 KILLED_WRITER = """
 import sys
 import time
+from pathlib import Path
 import pyarrow.parquet as pq
-import curate.sources
+import curate.staging
 from curate.phases.write import write_shard
-read = curate.sources.reread
-def stalling(uri, job, source):  # a source that never delivers the second sample's bytes
-    if uri.endswith("stalled.png"):
+from schemas.job import Job
+def stalling(store, locator):  # a staged copy that never delivers the second sample's bytes
+    if locator.endswith("stalled.png"):
         time.sleep(3600)
-    return read(uri, job, source)
-curate.sources.reread = stalling
-write_shard(pq.read_table(sys.argv[1]), sys.argv[2], open(sys.argv[3]).read())
+    return Path(locator).read_bytes()
+curate.staging.StagingStore.read = stalling
+job = Job.model_validate_json(open(sys.argv[3]).read())
+write_shard(pq.read_table(sys.argv[1]), job, curate.staging.store_for(job, sys.argv[2]))
 """
 
 
@@ -115,7 +117,7 @@ def shard_plan(big: Path, blocking: Path, shard: str) -> pa.Table:
     data = big.read_bytes()
     rows = [{"key": key, "source": "folder:0", "url": path.as_uri(), "width": 2048, "height": 2048, "format": "png",
              "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "bucket": "1.0", "caption": "x",
-             "shard": shard, "member": f"{key}.png", "member_width": 2048, "member_height": 2048}
+             "shard": shard, "member": f"{key}.png", "member_width": 2048, "member_height": 2048, "blob": str(path)}
             for key, path in (("a-big", big), ("b-stalled", blocking))]
     return pa.Table.from_pylist(rows, schema=WRITE_PLAN)
 

@@ -25,6 +25,7 @@ from curate import failpoint
 from curate.engine import actor_resources, commit_by_unit, unit_dataset
 from curate.imaging import decode_for_model
 from curate.phases.rejects import rejects_from
+from curate.phases.restage import restage_missing
 from curate.sources import stored_bytes
 from curate.storage import RunDir, read_parquet_dir, staged_rows, write_parquet_atomic
 from schemas.job import CaptionerConfig, Job
@@ -39,31 +40,31 @@ def kept_rows(run: RunDir) -> pa.Table:
     return staged.filter(pc.is_in(staged["key"], keep)).sort_by("key")
 
 
-def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None) -> dict:
-    """One row of PREPARED: the RGB pixels of `image`, or the error that stopped its decode."""
-    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error}
+def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None,
+                 reason: Reason = Reason.READ_ERROR) -> dict:
+    """One row of PREPARED: the RGB pixels of `image`, or the error (and reason) that stopped its decode."""
+    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error, "prep_reason": reason.value if error else None}
     if image is not None:
         row.update(pixels=image.tobytes(), pixels_shape=[image.height, image.width])
     return row
 
 
 def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: tuple[str, ...] = ()) -> pa.Table:
-    """Decode and shrink each image to `side` (long side) in a CPU task. Raw captions of the
-    captioners in `reuse` come from the previous caption run (`_work/caption.prev/`) where it
-    has them: their actors then skip those rows."""
+    """Decode and shrink each image to `side` (long side) in a CPU task, from one ranged read of
+    its staged copy. Raw captions of the captioners in `reuse` (the previous caption run's, joined
+    on the driver by `with_previous_raw`) pass through: their actors then skip those rows."""
     job = Job.model_validate_json(job_json)
-    previous = previous_raw(RunDir(Path(root)), batch["unit"][0].as_py()) if reuse and batch.num_rows else {}
+    raw_columns = [f"{kind}_{name}" for name in reuse for kind in ("raw", "err", "finish")]
     rows = []
-    for row in batch.select(["unit", "key", "alt", "uri", "source", "blob"]).to_pylist():
-        try:
-            image, error = decode_for_model(stored_bytes(row, job, Path(root)), side), None
-        except Exception as exc:
-            image, error = None, f"{type(exc).__name__}: {exc}"
-        out = prepared_row(row["unit"], row["key"], row["alt"], image, error)
-        for name in reuse:
-            text, finish = previous.get(row["key"], {}).get(name, (None, None))
-            out[f"raw_{name}"], out[f"err_{name}"], out[f"finish_{name}"] = text, "" if text is not None else None, finish
-        rows.append(out)
+    for row in batch.select(["unit", "key", "alt", "uri", "source", "blob", "changed", *raw_columns]).to_pylist():
+        image, error, reason = None, row["changed"], Reason.SOURCE_CHANGED
+        if error is None:
+            try:
+                image = decode_for_model(stored_bytes(row, job, Path(root)), side)
+            except Exception as exc:
+                error, reason = f"{type(exc).__name__}: {exc}", Reason.READ_ERROR
+        out = prepared_row(row["unit"], row["key"], row["alt"], image, error, reason)
+        rows.append(out | {c: row[c] for c in raw_columns})
     return rows_to_table(rows, with_raw_columns(PREPARED, reuse))
 
 
@@ -72,6 +73,21 @@ def with_raw_columns(schema: pa.Schema, names) -> pa.Schema:
         for column in (f"raw_{name}", f"err_{name}", f"finish_{name}"):
             schema = schema.append(pa.field(column, pa.string()))
     return schema
+
+
+def with_previous_raw(run: RunDir, kept: pa.Table, units: list[str], reuse: list[str]) -> pa.Table:
+    """`kept` plus raw_/err_/finish_ columns of the captioners in `reuse`: their texts from the
+    previous caption run of `units` (`_work/caption.prev/`), null where it has none."""
+    previous: dict[str, dict[str, tuple[str, str]]] = {}
+    for unit in units if reuse else ():
+        previous |= previous_raw(run, unit)
+    keys = kept["key"].to_pylist()
+    for name in reuse:
+        found = [previous.get(k, {}).get(name, (None, None)) for k in keys]
+        kept = kept.append_column(f"raw_{name}", pa.array([t for t, _ in found], pa.string()))
+        kept = kept.append_column(f"err_{name}", pa.array(["" if t is not None else None for t, _ in found], pa.string()))
+        kept = kept.append_column(f"finish_{name}", pa.array([f for _, f in found], pa.string()))
+    return kept
 
 
 def previous_raw(run: RunDir, unit: str) -> dict[str, dict[str, tuple[str, str]]]:
@@ -189,7 +205,7 @@ def finalize_rows(table: pa.Table, job: Job) -> list[dict]:
         row["finish_reasons"] = list(finish.items())
         chosen = captions.get(cap.chosen)
         if prep_error:
-            row.update(status=Reason.READ_ERROR.value, detail=prep_error)
+            row.update(status=batch["prep_reason"][i] or Reason.READ_ERROR.value, detail=prep_error)
         elif errors[cap.chosen]:
             row.update(status=Reason.CAPTION_FAILED.value, detail=errors[cap.chosen])
         elif chosen.text:
@@ -270,6 +286,9 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     if job.hallucination.enabled and job.hallucination.ocr:   # OCR needs legible text: decode larger once
         side = max(side, job.hallucination.ocr_side)
     reuse, complete = reusable_captions(run, kept.filter(pc.is_in(kept["unit"], pa.array(pending, pa.string()))))
+    changed = restage_missing(job, run, staged_rows(run))   # staged copies removed by an earlier, complete run
+    kept = kept.append_column("changed", pa.array([changed.get(k) for k in kept["key"].to_pylist()], pa.string()))
+    kept = with_previous_raw(run, kept, pending, reuse)
     ds = unit_dataset(kept, pending).map_batches(
         prepare_block, batch_size=None, batch_format="pyarrow",
         fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root), "reuse": tuple(reuse)})

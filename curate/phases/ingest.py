@@ -16,14 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import failpoint, imaging
-from curate.blobs import BlobWriter
 from curate.engine import actor_resources, commit_by_unit
 from curate.phases.embed import EmbedActor
 from curate.phases.rejects import rejects_from
-from curate.sources import expand_unit, read_alt_sidecar
+from curate.sources import UNITS_LISTED, expand_unit, read_alt_sidecar, with_listing
 from curate.sources.base import Input, printable
 from curate.sources.http import HttpSession
 from curate.sources.netsafety import scrub
+from curate.staging import UnitWriter, store_for
 from curate.storage import RunDir, write_parquet_atomic
 from filters import gates
 from filters.quality import signals
@@ -38,13 +38,13 @@ def base_row(inp: Input, job: Job, unit: dict) -> dict:
             "uri": inp.uri, "alt": inp.alt, "meta": json.dumps(inp.meta) if inp.meta else None, "detail": inp.note}
 
 
-async def ingest_input(inp: Input, job: Job, unit: dict, blobs: BlobWriter) -> dict:
+async def ingest_input(inp: Input, job: Job, unit: dict, staged: UnitWriter) -> dict:
     row = base_row(inp, job, unit)
     if inp.error:
         return {**row, "status": inp.error.reason.value, "detail": inp.error.detail}
     reader = inp.reader
     try:
-        return {**row, **await _fetch_and_hash(reader, job, inp, blobs, unit["source"])}
+        return {**row, **await _fetch_and_hash(reader, job, inp, staged, unit["source"])}
     except InputError as exc:
         return {**row, "status": exc.reason.value, "detail": exc.detail, "received": reader.received}
     finally:
@@ -73,7 +73,7 @@ async def _read_header(reader, cap: int) -> tuple[imaging.Header, bytes | None]:
     return imaging.probe(data), data
 
 
-async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, source: int) -> dict:
+async def _fetch_and_hash(reader, job: Job, inp: Input, staged: UnitWriter, source: int) -> dict:
     header, data = await _read_header(reader, job.fetch.header_bytes)
     decodes = imaging.Decodes()   # probes decode no pixels, so counting starts here
     rule = job.filters.resolution
@@ -103,15 +103,14 @@ async def _fetch_and_hash(reader, job: Job, inp: Input, blobs: BlobWriter, sourc
         out["alt"], refused = await asyncio.to_thread(read_alt_sidecar, inp.alt_uri, job, source)
         if refused:  # the image stays; why its alt text is missing is kept with its row
             out["detail"] = refused
-    if not reader.rereadable:
-        out["blob"] = blobs.add(inp.key, data)
+    out["blob"] = staged.put(inp.key, data)   # the only copy later phases read: the source is not read again
     return out
 
 
 async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
     """All inputs of one unit, at most `fetch.concurrency` in flight, rows in input order."""
     session = HttpSession(job.fetch, job.ingest.max_bytes) if job.sources[unit["source"]].type == "url_list" else None
-    blobs = BlobWriter(root, unit["unit"])
+    staged = store_for(job, root).writer(unit["unit"])
     gate = asyncio.Semaphore(job.fetch.concurrency)
     tasks: list[asyncio.Task] = []
 
@@ -120,8 +119,8 @@ async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
             failpoint.hit("ingest.input")
             if session is not None and inp.reader is not None:
                 async with session.host_slot(inp.reader.url), asyncio.timeout(job.fetch.total_timeout_s):
-                    return await ingest_input(inp, job, unit, blobs)
-            return await ingest_input(inp, job, unit, blobs)
+                    return await ingest_input(inp, job, unit, staged)
+            return await ingest_input(inp, job, unit, staged)
         except TimeoutError:
             return {**base_row(inp, job, unit), "status": Reason.TIMEOUT.value,
                     "detail": f"longer than total_timeout_s {job.fetch.total_timeout_s}"}
@@ -135,10 +134,13 @@ async def ingest_unit(unit: dict, job: Job, root: Path) -> list[dict]:
             await gate.acquire()
             tasks.append(asyncio.create_task(one(inp)))
         rows = list(await asyncio.gather(*tasks))
+    except BaseException:
+        staged.abort()
+        raise
     finally:
         if session is not None:
             await session.aclose()
-    blobs.close()
+    staged.close()
     for r in rows:
         r["unit_total"] = len(rows)
     return rows
@@ -164,7 +166,7 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
     pending = [u for u in units.to_pylist() if not run.is_done(run.done(run.ingest, u["unit"]))]
     if not pending:
         return {"units": 0}
-    ds = ray.data.from_arrow([pa.Table.from_pylist([u], schema=units.schema) for u in pending]).map_batches(
+    ds = ray.data.from_arrow([pa.Table.from_pylist([u], schema=UNITS_LISTED) for u in with_listing(pending)]).map_batches(
         ingest_block, batch_size=1, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json(), "root": str(run.root)}
     )
     aes = job.filters.aesthetics

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,10 +16,10 @@ from PIL import Image
 
 from curate import failpoint
 from curate.card import dataset_card
-from curate.engine import split_by
 from curate.imaging import ORIENTATION_TAG, fit_within, for_training, sha256
 from curate.outputs import output_for
-from curate.sources import stored_bytes
+from curate.phases.restage import restage_missing
+from curate.staging import StagingStore, store_for
 from curate.storage import (
     RunDir,
     read_parquet_dir,
@@ -118,21 +117,25 @@ def record_json(row: dict) -> bytes:
 TAR_BLOCK = 512
 
 
-def write_shard(batch: pa.Table, work: str, job_json: str) -> pa.Table:
-    """Write one shard (all rows share `shard`) atomically to the job's output; an existing
-    shard is kept as is (a resumed run). Returns MEMBERS rows."""
-    job = Job.model_validate_json(job_json)
+def members_file(shard: str) -> str:
+    """The staging store's file of one shard's MEMBERS rows, written just before the shard is published."""
+    return f"shards/{shard.replace('/', '_')}.parquet"
+
+
+def write_shard(rows: pa.Table, job: Job, store: StagingStore) -> pa.Table:
+    """Write one shard (all rows share `shard`); returns MEMBERS rows. Each image is one ranged
+    read of its staged copy, tied to ingest's hash by its length (and by sha256 when the job asks)."""
     output = output_for(job)
-    rel = batch["shard"][0].as_py()
-    done = RunDir(Path(work)).work / "shards" / f"{rel.replace('/', '_')}.parquet"
-    if output.exists(rel) and done.exists():
-        return pq.read_table(done, schema=MEMBERS)
+    rel = rows["shard"][0].as_py()
+    done = members_file(rel)
+    if output.exists(rel) and store.exists(done):
+        return pq.read_table(pa.BufferReader(store.read_file(done)), schema=MEMBERS)
     members = []
     with output.open_write(rel) as fh, wds.TarWriter(fh, encoder=False, mtime=TAR_MTIME) as sink:
-        for row in batch.to_pylist():
-            data = stored_bytes({**row, "uri": row["url"]}, job, Path(work))
-            if sha256(data) != row["sha256"]:
-                raise RuntimeError(f"{row['url']} changed since ingest (sha256 differs); re-run with --fresh")
+        for row in rows.to_pylist():
+            data = store.read(row["blob"])
+            if job.output.verify_staged and sha256(data) != row["sha256"]:
+                raise RuntimeError(f"{row['url']}: staged bytes differ from ingest's (sha256); re-run with --fresh")
             image, how = member_image(data, row, job)
             # the image member goes first (webdataset writes a sample's members in name order: jpg < json < txt);
             # its data ends where the stream stands after it, less the padding to whole tar blocks
@@ -144,34 +147,31 @@ def write_shard(batch: pa.Table, work: str, job_json: str) -> pa.Table:
             members.append(stored)
             failpoint.hit("write.member")
         table = pa.Table.from_pylist(members, schema=MEMBERS)
-        write_parquet_atomic(done, table)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)
+        with store.open_write(done) as out:   # before the shard is published: a published shard has one
+            out.write(buf.getvalue().to_pybytes())
     return table
 
 
 def run_write(job: Job, run: RunDir, progress=None) -> dict:
-    import ray.data
-
     if run.is_done(run.marker("write")):
         return {"skipped": True}
     captioned = read_parquet_dir(run.caption, CAPTIONED)
     staged = staged_rows(run)   # read once: the plan's metadata and the next run's hash index
     index = plan_records(job, run, captioned, staged)
+    changed = restage_missing(job, run, staged)   # staged copies removed by an earlier, complete run
+    if any(k in changed for k in index["key"].to_pylist()):
+        raise RuntimeError(f"sources changed since ingest ({next(iter(changed.values()))}); re-run with --fresh")
     shards = sorted(set(index["shard"].to_pylist()))
     output = output_for(job)
-    output.sweep(shard_folder(job.output.bucket_table))
     if shards:
-        ds = ray.data.from_arrow(split_by(index, "shard")).map_batches(
-            write_shard, batch_size=None, batch_format="pyarrow",
-            fn_kwargs={"work": str(run.root), "job_json": job.model_dump_json()},
+        from curate.phases.write_sink import (  # imports ray.data: only when shards are written
+            ShardSink,
+            write_watched,
         )
-        task = progress.add_task("write", total=index.num_rows) if progress is not None else None
-        parts = []
-        for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            parts.append(part)
-            failpoint.hit("write.shard")
-            if task is not None:
-                progress.advance(task, part.num_rows)
-        stored = pa.concat_tables(parts)
+
+        stored = write_watched(ShardSink(job, str(run.root)), index, store_for(job, run.root), progress)
         if stored.num_rows != index.num_rows:
             raise RuntimeError(f"wrote {stored.num_rows} samples for {index.num_rows} planned")
         index = with_members(index, stored)

@@ -28,6 +28,8 @@ from schemas.record import INPUTS, UNITS
 
 __all__ = ["DATASOURCES", "datasource", "expand_unit", "key_for", "plan_units"]
 
+UNITS_LISTED = UNITS.append(pa.field("listing", pa.binary()))   # with_listing's rows
+
 # One Datasource class per job source type.
 DATASOURCES: dict[str, type[Datasource]] = {cls.type: cls for cls in (Folder, S3Prefix, UrlList, WebdatasetTars)}
 
@@ -58,13 +60,37 @@ def plan_units(job: Job, work: Path, limit: int | None = None) -> pa.Table:
     return pa.Table.from_pylist(units, schema=UNITS)
 
 
+def with_listing(units: list[dict]) -> list[dict]:
+    """The units with their slice of the listing attached (`listing`: Arrow IPC bytes), read here
+    on the driver: a worker on a node without the driver's file system needs nothing else."""
+    tables: dict[str, pa.Table] = {}
+
+    def listing(u: dict) -> bytes | None:
+        if u["kind"] != "slice":
+            return None
+        if u["path"] not in tables:
+            tables[u["path"]] = pq.read_table(u["path"], schema=INPUTS)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, INPUTS) as w:
+            w.write_table(tables[u["path"]].slice(u["start"], u["stop"] - u["start"]))
+        return sink.getvalue().to_pybytes()
+
+    return [{**u, "listing": listing(u)} for u in units]
+
+
+def unit_listing(unit: dict) -> pa.Table:
+    if unit.get("listing"):
+        return pa.ipc.open_stream(unit["listing"]).read_all()
+    return pq.read_table(unit["path"], schema=INPUTS).slice(unit["start"], unit["stop"] - unit["start"])
+
+
 def expand_unit(unit: dict, job: Job, session: HttpSession | None) -> Iterator[Input]:
     """The inputs of one work unit, in a stable order."""
     source = datasource(job, unit["source"], session)
     if unit["kind"] == "tar":
         yield from source.stream(unit["path"], None if unit["stop"] < 0 else unit["stop"])
         return
-    rows = pq.read_table(unit["path"], schema=INPUTS).slice(unit["start"], unit["stop"] - unit["start"]).to_pylist()
+    rows = unit_listing(unit).to_pylist()
     for row in rows:
         yield source.open(row)
 
@@ -107,13 +133,19 @@ def rejected_input_bytes(row: dict, job: Job, run) -> bytes:
                            filters=[("key", "=", row["key"])]).to_pylist()
     if not staged:
         raise FileNotFoundError(f"{row['key']} is not among unit {row['unit']}'s ingested inputs")
-    return stored_bytes(staged[0], job, run.root)
+    try:
+        return stored_bytes(staged[0], job, run.root)
+    except Exception:   # staged bytes deleted with the run complete (a rebuilt report): a folder or S3 source is read again
+        if not staged[0]["uri"].startswith(("file://", "s3://")):
+            raise
+        return reread(staged[0]["uri"], job, int(staged[0]["source"].split(":")[1]))
 
 
 def stored_bytes(row: dict, job: Job, root: Path) -> bytes:
-    """An ingested input's bytes for later phases: its staged blob, or the source read again."""
-    from curate.blobs import read_blob
+    """An ingested input's bytes for later phases: one ranged read of its staged copy (a row of a
+    run from before staging covered every source has none: its source is read again)."""
+    from curate.staging import store_for
 
     if row.get("blob"):
-        return read_blob(root, row["blob"], row["key"])
+        return store_for(job, root).read(row["blob"])
     return reread(row["uri"], job, int(row["source"].split(":")[1]))
