@@ -63,7 +63,8 @@ def write_watched(sink: ShardSink, index: pa.Table, store: StagingStore, progres
     members file just before it is published) to advance the progress bar and pass the
     `write.shard` failpoint once per finished shard, so a driver can be killed with shards in flight.
     """
-    rows = dict(zip(*[c.to_pylist() for c in index.group_by("shard").aggregate([("key", "count")]).columns[::-1]]))
+    counts = index.group_by("shard").aggregate([("key", "count")])
+    rows = dict(zip(counts["shard"].to_pylist(), counts["key_count"].to_pylist()))
     waiting = {members_file(shard): n for shard, n in rows.items()}
     task = progress.add_task("write", total=index.num_rows) if progress is not None else None
     failed: list[BaseException] = []
