@@ -33,8 +33,11 @@ INGESTED = pa.schema([
     ("phash_mirror", pa.uint64()),    # the same, of its left-right mirror image
     ("dhash_mirror", pa.uint64()),
     ("aesthetic", pa.float32()),
+    ("nsfw", pa.float32()),           # heads on the same embedding (filters.safety), when set
+    ("watermark", pa.float32()),
+    ("clip_alt", pa.float32()),       # CLIP cosine of image and alt text (filters.alt_text; null without alt text)
     ("quality", QUALITY),
-    ("embedding", pa.list_(pa.float32())),  # L2-normalised CLIP image embedding, when kept
+    ("embedding", pa.list_(pa.float16())),  # L2-normalised CLIP image embedding, when kept (float16: 2 bytes a value)
     ("decodes", pa.int8()),           # pixel decodes this input cost in ingest (1 when it was decoded)
     ("alt", pa.string()),
     ("meta", pa.string()),            # source metadata as JSON (e.g. a webdataset sample's json)
@@ -74,6 +77,9 @@ INDEX = pa.schema([
     ("sha256", pa.string()),
     ("phash", pa.string()),           # 16 hex digits
     ("aesthetic", pa.float32()),
+    ("nsfw", pa.float32()),           # NSFW head score (filters.safety.nsfw_head; null when none)
+    ("watermark", pa.float32()),      # watermark head score (filters.safety.watermark_head)
+    ("clip_alt", pa.float32()),       # CLIP cosine of the image and its alt text (null: no alt text or off)
     ("quality", QUALITY),
     ("captions", pa.map_(pa.string(), pa.string())),
     ("caption", pa.string()),

@@ -16,7 +16,7 @@ from curate.phases.ingest import ingest_unit
 from curate.sources import plan_units
 from filters.aesthetics import AestheticScorer, ModelLoadError, load_head
 from filters.quality import jpeg_quality
-from schemas.job import AestheticsConfig
+from schemas.job import AestheticsConfig, FiltersConfig
 from tests.conftest import REPO, cli, demo_overrides, set_args
 
 
@@ -138,7 +138,8 @@ def test_low_aesthetic_gate_in_the_actor(tiny_clip):
     table = pa.Table.from_pylist([{f: r.get(f) for f in WITH_PIXELS.names} for r in rows], schema=WITH_PIXELS)
     scores = AestheticScorer(aes_cfg(tiny_clip)).score(AestheticScorer(aes_cfg(tiny_clip)).embed(imgs))
     cut = float(np.median(scores))
-    out = EmbedActor(aes_cfg(tiny_clip, min_aesthetic=cut, keep_embeddings=True).model_dump_json())(table).to_pylist()
+    filters = FiltersConfig(aesthetics=aes_cfg(tiny_clip, min_aesthetic=cut, keep_embeddings=True))
+    out = EmbedActor(filters.model_dump_json())(table).to_pylist()
     assert "pixels" not in out[0]
     for row, score in zip(out, scores):
         assert row["aesthetic"] == pytest.approx(score, abs=1e-4) and len(row["embedding"]) == 32

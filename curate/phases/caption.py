@@ -13,6 +13,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -29,7 +30,7 @@ from curate.sources import stored_bytes
 from curate.storage import RunDir, read_parquet_dir, write_parquet_atomic
 from schemas.job import CaptionerConfig, Job
 from schemas.reasons import Reason
-from schemas.record import CAPTIONED, DEDUP, rows_to_table
+from schemas.record import CAPTIONED, DEDUP, INGESTED, rows_to_table
 
 CAPTIONED_OK = "captioned"
 
@@ -44,15 +45,29 @@ def kept_rows(run: RunDir) -> pa.Table:
 # What the CPU tasks hand the captioners: typed Arrow, so a column that is null in every row of
 # a batch stays a typed null (numpy object batches come back from Ray Data as NaN or bytes).
 PREPARED = pa.schema([("unit", pa.string()), ("key", pa.string()), ("alt", pa.string()),
-                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string())])
+                      ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string()),
+                      ("embedding", INGESTED.field("embedding").type)])   # ingest's CLIP image embedding, for the scorer
 
 
-def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None) -> dict:
+def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None,
+                 embedding=None) -> dict:
     """One row of PREPARED: the RGB pixels of `image`, or the error that stopped its decode."""
-    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error}
+    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error, "embedding": embedding}
     if image is not None:
         row.update(pixels=image.tobytes(), pixels_shape=[image.height, image.width])
     return row
+
+
+def reuses_embeddings(job: Job) -> bool:
+    """Whether the hallucination CLIP check reads ingest's stored image embeddings (same model)."""
+    aes = job.filters.aesthetics
+    return job.hallucination.enabled and aes.enabled and aes.keep_embeddings
+
+
+def stored_embeddings(run: RunDir, unit: str) -> dict:
+    """key -> the image embedding ingest stored for a unit's samples (one read of one column)."""
+    table = pq.read_table(run.ingest / f"{unit}.parquet", columns=["key", "embedding"])
+    return dict(zip(table["key"].to_pylist(), table["embedding"].to_numpy(zero_copy_only=False)))
 
 
 def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: tuple[str, ...] = ()) -> pa.Table:
@@ -61,13 +76,14 @@ def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: t
     has them: their actors then skip those rows."""
     job = Job.model_validate_json(job_json)
     previous = previous_raw(RunDir(Path(root)), batch["unit"][0].as_py()) if reuse and batch.num_rows else {}
+    embeddings = stored_embeddings(RunDir(Path(root)), batch["unit"][0].as_py()) if reuses_embeddings(job) and batch.num_rows else {}
     rows = []
     for row in batch.select(["unit", "key", "alt", "uri", "source", "blob"]).to_pylist():
         try:
             image, error = decode_working(stored_bytes(row, job, Path(root)), side), None
         except Exception as exc:
             image, error = None, f"{type(exc).__name__}: {exc}"
-        out = prepared_row(row["unit"], row["key"], row["alt"], image, error)
+        out = prepared_row(row["unit"], row["key"], row["alt"], image, error, embeddings.get(row["key"]))
         for name in reuse:
             text, finish = previous.get(row["key"], {}).get(name, (None, None))
             out[f"raw_{name}"], out[f"err_{name}"], out[f"finish_{name}"] = text, "" if text is not None else None, finish
@@ -222,20 +238,23 @@ class ScoreActor:
         from curate.hallucination.scorer import CaptionScorer
 
         self.job = Job.model_validate_json(job_json)
-        self.scorer = CaptionScorer(self.job, pick_device(self.job.hallucination.num_gpus, "hallucination scorer"))
+        self.scorer = CaptionScorer(self.job, pick_device(self.job.hallucination.num_gpus, "hallucination scorer"),
+                                    image_tower=not reuses_embeddings(self.job))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = finalize_rows(batch, self.job)
         todo = [i for i, r in enumerate(rows) if r["status"] == CAPTIONED_OK]
         images = images_of(batch, todo)
         alts = batch["alt"].take(todo).to_pylist()
-        scored = self.scorer.score(images, [rows[i]["caption"] for i in todo], alts)
+        embeddings = self._embeddings(batch, todo)
+        scored = self.scorer.score(images, [rows[i]["caption"] for i in todo], alts, embeddings)
         for i, ev in zip(todo, scored):
             rows[i]["evidence"] = {**ev, "captioner": rows[i]["captioner"]}
         h = self.job.hallucination
         over = [(k, i) for k, i in enumerate(todo) if rows[i]["evidence"]["score"] > h.threshold]
         if h.action == "fallback" and over:
-            self._fall_back([rows[i] for _, i in over], [images[k] for k, _ in over], [alts[k] for k, _ in over])
+            self._fall_back([rows[i] for _, i in over], [images[k] for k, _ in over], [alts[k] for k, _ in over],
+                            None if embeddings is None else embeddings[[k for k, _ in over]])
         elif h.action == "drop":
             for _, i in over:
                 ev = rows[i]["evidence"]
@@ -246,10 +265,20 @@ class ScoreActor:
             rows[i]["hallucination"] = {"score": ev["score"], "flags": ev["flags"]}
         return rows_to_table(rows, CAPTIONED)
 
-    def _fall_back(self, rows: list[dict], images: list[Image.Image], alts: list[str | None]) -> None:
+    def _embeddings(self, batch: pa.Table, rows: list[int]):
+        """Ingest's stored image embeddings of these rows (float32), or None when any is missing
+        (the scorer then embeds the images itself)."""
+        if "embedding" not in batch.column_names or not rows:
+            return None
+        stored = batch["embedding"].take(rows).to_pylist()
+        if any(e is None for e in stored):
+            return None
+        return np.asarray(stored, np.float32)
+
+    def _fall_back(self, rows: list[dict], images: list[Image.Image], alts: list[str | None], embeddings) -> None:
         name = self.job.hallucination.fallback_captioner
         texts = [dict(r["captions"]).get(name) or "" for r in rows]
-        scored = self.scorer.score(images, texts, alts)
+        scored = self.scorer.score(images, texts, alts, embeddings)
         for row, text, ev in zip(rows, texts, scored):
             if text and ev["score"] < row["evidence"]["score"]:
                 was = row["evidence"]["score"]

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from curate import imaging
 from curate.blobs import BlobWriter
 from curate.engine import actor_resources, commit_by_unit
-from curate.phases.embed import EmbedActor
+from curate.phases.embed import STAGED, EmbedActor
 from curate.phases.rejects import rejects_from
 from curate.sources import expand_unit, read_alt_sidecar
 from curate.sources.base import Input, InputError, printable
@@ -30,8 +30,6 @@ from filters.resolution import is_4k, resolution_verdict
 from schemas.job import Job
 from schemas.reasons import Reason
 from schemas.record import INGESTED, rows_to_table
-
-STAGED = "staged"
 
 
 def base_row(inp: Input, job: Job, unit: dict) -> dict:
@@ -173,7 +171,7 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
     aes = job.filters.aesthetics
     if aes.enabled:
         num_cpus, num_gpus = actor_resources("aesthetics", aes.num_cpus, aes.num_gpus, 1)
-        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"cfg_json": aes.model_dump_json()}, batch_size=aes.batch_size,
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"filters_json": job.filters.model_dump_json()}, batch_size=aes.batch_size,
                             batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=aes.concurrency))
     # listed sources know their size; a tar's inputs are only known once it is read
