@@ -137,6 +137,8 @@ def test_ingest_decodes_each_image_once_and_scores_it(demo_run, index, truth):
     assert ingest["pixel_decodes"] == ingest["inputs_decoded"], "an image was decoded more than once in ingest"
     for row in index.values():
         assert row["aesthetic"] is not None
+        # the demo's tiny NSFW head (LAION port: sigmoid) and watermark head (sigmoid: true) and alt agreement
+        assert 0 < row["nsfw"] < 1 and 0 < row["watermark"] < 1 and -1 <= row["clip_alt"] <= 1
         assert row["quality"]["sharpness"] > 0 and 0 <= row["quality"]["letterbox"] <= 1
         assert (row["quality"]["jpeg_quality"] is not None) == (row["format"] == "jpg")
 
