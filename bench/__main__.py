@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["ingest", "dedup", "caption", "ocr", "halluc", "listing"]
+BENCHES = ["ingest", "dedup", "caption", "ocr", "halluc", "listing", "embedreuse"]
 
 
 def main(names: list[str]) -> None:
