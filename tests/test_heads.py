@@ -163,3 +163,39 @@ def test_embed_actor_scores_every_head_from_one_embedding(tiny_clip):
     with pytest.raises(ValueError, match="filters.safety.nsfw_head: the head takes 768-d embeddings but tiny-clip gives 32-d"):
         EmbedActor(FiltersConfig(aesthetics=aes_cfg(tiny_clip), safety={"nsfw_head": {"path": str(
             save_state(laion_nsfw_state(768), tiny_clip["nsfw"].with_name("nsfw-768.pth")))}}).model_dump_json())
+
+
+def test_dedup_applies_the_run_wide_clip_alt_percentile(tmp_path):
+    """dedup.clip_alt_top_fraction: the run's samples with alt text ranked by clip_alt; those
+    outside the top fraction are rejected (low_clip_alt) in dedup, before duplicates are searched,
+    so a duplicate with better alt text is kept in their place; samples without alt text stay."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from curate.jobs import load_job
+    from curate.phases.dedup import run_dedup
+    from curate.storage import RunDir, write_parquet_atomic
+    from schemas.record import INGESTED, rows_to_table
+    from tests.conftest import DEMO_JOB
+
+    run = RunDir(tmp_path / "run")
+    h = {c: 0x0F0F0F0F0F0F0F0F for c in ("phash", "dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror")}
+    def row(key, clip_alt, width, hashes=None):
+        return {"unit": "u0", "key": key, "source": "folder:0", "uri": f"/{key}.jpg", "status": "staged", "width": width,
+                "height": 1024, "sha256": key, "clip_alt": clip_alt,
+                **(hashes or {c: int.from_bytes(hashlib.sha256(f"{c}{key}".encode()).digest()[:8]) for c in h})}
+    rows = [row("a", 0.31, 1024), row("b", 0.12, 1024), row("c", None, 1024), row("d", 0.25, 1024),
+            row("big", 0.05, 2048, h), row("copy", 0.40, 1024, h)]   # big and copy are duplicates
+    write_parquet_atomic(run.ingest / "u0.parquet", rows_to_table(rows, INGESTED))
+    job = load_job(DEMO_JOB, [f"out={tmp_path / 'o'}", "filters.alt_text.enabled=true", "dedup.clip_alt_top_fraction=0.5"])
+    stats = run_dedup(job, run)
+    decisions = {r["key"]: r for r in pq.read_table(run.dedup).to_pylist()}
+    # 5 ranked (c has no alt text): the top ceil(2.5) = 3 are copy 0.40, a 0.31, d 0.25; big (0.05) goes
+    # before dedup, so its smaller duplicate `copy` is kept
+    assert {k for k, r in decisions.items() if r["keep"]} == {"a", "c", "copy", "d"}
+    rejects = {r["key"]: r for r in pq.read_table(run.rejects / "dedup.parquet").to_pylist()}
+    assert {k: r["reason"] for k, r in rejects.items()} == {"b": "low_clip_alt", "big": "low_clip_alt"}
+    assert rejects["b"]["detail"] == "clip_alt 0.120 outside the run's top 0.5 (kept >= 0.250, 3 of 5)"
+    assert rejects["b"]["outcome"] == "rejected" and rejects["b"]["phase"] == "dedup"
+    assert stats["low_clip_alt"] == 2 and stats["staged"] == 6
