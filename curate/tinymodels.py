@@ -4,6 +4,7 @@ loading code (`from_pretrained`). Used by `make demo` and the tests: their capti
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 CHAT_TEMPLATE = (
@@ -125,7 +126,7 @@ def laion_nsfw_state(dim: int = 768, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     sizes = [dim, 64, 512, 256, 1]
     state = {"norm.mean": torch.randn(dim, generator=g) * 0.02, "norm.variance": torch.rand(dim, generator=g) * 1e-3 + 1e-4}
-    for n, (i, o) in enumerate(zip(sizes, sizes[1:]), start=1):
+    for n, (i, o) in enumerate(itertools.pairwise(sizes), start=1):
         state[f"linear_{n}.weight"] = torch.randn(o, i, generator=g) / i ** 0.5
         state[f"linear_{n}.bias"] = torch.zeros(o)
     return state
@@ -137,7 +138,7 @@ def mlp_head_state(sizes: list[int], seed: int = 0, bias: float = 0.0) -> dict:
 
     g = torch.Generator().manual_seed(seed)
     state = {}
-    for n, (i, o) in enumerate(zip(sizes, sizes[1:])):
+    for n, (i, o) in enumerate(itertools.pairwise(sizes)):
         state[f"layers.{2 * n}.weight"] = torch.randn(o, i, generator=g) / i ** 0.5
         state[f"layers.{2 * n}.bias"] = torch.zeros(o)
     state[f"layers.{2 * (len(sizes) - 2)}.bias"] += bias

@@ -58,7 +58,11 @@ def tiny_vlm(models_dir) -> Path:
 def tiny_clip(models_dir) -> dict[str, Path]:
     """A tiny open_clip model (config + checkpoint), a random aesthetic head with the published keys, and
     random NSFW (LAION port layout) and watermark (layers.N layout) heads."""
-    from curate.tinymodels import build_tiny_aesthetic_head, build_tiny_clip, build_tiny_safety_heads
+    from curate.tinymodels import (
+        build_tiny_aesthetic_head,
+        build_tiny_clip,
+        build_tiny_safety_heads,
+    )
 
     config, ckpt = build_tiny_clip(models_dir / "tiny-clip")
     nsfw, watermark = build_tiny_safety_heads(models_dir)

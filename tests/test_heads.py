@@ -4,6 +4,8 @@ the run-wide alt-text percentile. No Ray: the actor class is called directly."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -12,7 +14,12 @@ from pydantic import ValidationError
 
 from curate.tinymodels import laion_nsfw_state, mlp_head_state, save_state
 from filters.embedding_gates import below_top_fraction, first_verdict
-from filters.heads import HeadLoadError, head_from_state, laion_nsfw_state_from_keras, load_embedding_head
+from filters.heads import (
+    HeadLoadError,
+    head_from_state,
+    laion_nsfw_state_from_keras,
+    load_embedding_head,
+)
 from schemas.job import FiltersConfig, HeadConfig
 from schemas.reasons import Reason
 
@@ -51,7 +58,7 @@ def test_keras_conversion_maps_the_saved_model_variables():
     sizes = [768, 64, 512, 256, 1]
     keras = {"layer_with_weights-1/mean/.ATTRIBUTES/VARIABLE_VALUE": rng.normal(0, 0.02, (1, 768)),
              "layer_with_weights-1/variance/.ATTRIBUTES/VARIABLE_VALUE": rng.uniform(1e-4, 1e-3, (1, 768))}
-    for n, (i, o) in enumerate(zip(sizes, sizes[1:]), start=2):
+    for n, (i, o) in enumerate(itertools.pairwise(sizes), start=2):
         keras[f"layer_with_weights-{n}/kernel/.ATTRIBUTES/VARIABLE_VALUE"] = rng.normal(0, i ** -0.5, (i, o))
         keras[f"layer_with_weights-{n}/bias/.ATTRIBUTES/VARIABLE_VALUE"] = rng.normal(0, 0.1, o)
     state = laion_nsfw_state_from_keras(keras)

@@ -150,7 +150,7 @@ def run_dedup(job: Job, run: RunDir) -> dict:
     runs = dict(zip(prior["key"].to_pylist(), prior["run"].to_pylist()))
     details = [f"duplicate of {d} from earlier run {runs[d]}" if d in runs else None for d in dropped["near_duplicate_of"].to_pylist()]
     dropped = pa.concat_tables([dropped.append_column("detail", pa.array(details, pa.string())),
-                                misaligned.select(dropped.column_names + ["detail"]).cast(dropped.schema.append(pa.field("detail", pa.string())))])
+                                misaligned.select([*dropped.column_names, "detail"]).cast(dropped.schema.append(pa.field("detail", pa.string())))])
     write_parquet_atomic(run.rejects / "dedup.parquet", rejects_from(dropped.sort_by("key"), "dedup", reason_column="reason"))
     run.mark(run.marker("dedup"))
     return {"staged": staged.num_rows + misaligned.num_rows, "dropped": dropped.num_rows, "engine": engine,
