@@ -125,6 +125,9 @@ def test_captions_and_alt_text_are_kept(index):
 def test_report_and_manifest_exist(out, demo_run):
     html = (out / "report" / "index.html").read_text()
     assert "Written samples" in html and str(demo_run.manifest["counts"]["written"]) in html
+    for chart in ("NSFW score (higher: less safe)", "Watermark score (higher: more likely watermarked)",
+                  "Image\u2013alt text agreement (CLIP cosine)"):   # the demo's heads and alt-text agreement
+        assert f"<h3>{chart}</h3>" in html
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["config_hash"]
     assert set(manifest["timings_s"]) >= {"ingest", "dedup", "caption", "write"}
