@@ -73,7 +73,8 @@ def stored_embeddings(run: RunDir, unit: str) -> dict:
 def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: tuple[str, ...] = ()) -> pa.Table:
     """Decode and shrink each image to `side` (long side) in a CPU task. Raw captions of the
     captioners in `reuse` come from the previous caption run (`_work/caption.prev/`) where it
-    has them: their actors then skip those rows."""
+    has them: their actors then skip those rows. Each row carries the image embedding ingest
+    stored, when the scorer reads it instead of embedding the image again."""
     job = Job.model_validate_json(job_json)
     previous = previous_raw(RunDir(Path(root)), batch["unit"][0].as_py()) if reuse and batch.num_rows else {}
     embeddings = stored_embeddings(RunDir(Path(root)), batch["unit"][0].as_py()) if reuses_embeddings(job) and batch.num_rows else {}
