@@ -29,13 +29,13 @@ $(STAMP): pyproject.toml Makefile
 test: install
 	$(BIN)/python -m pytest -q
 
-demo: install $(DEMO)/sample/_corpus.json $(DEMO)/models/tiny-vlm/config.json
+demo: install $(DEMO)/sample/_corpus.json $(DEMO)/models/tiny-vlm/config.json $(DEMO)/models/tiny-nsfw-head.pth
 	$(BIN)/curate run jobs/demo.yaml --fresh
 
 $(DEMO)/sample/_corpus.json: | $(STAMP)
 	$(BIN)/curate sample $(DEMO)/sample --n 12 --seed 0
 
-$(DEMO)/models/tiny-vlm/config.json: | $(STAMP)
+$(DEMO)/models/tiny-vlm/config.json $(DEMO)/models/tiny-nsfw-head.pth: | $(STAMP)
 	$(BIN)/curate tiny-models $(DEMO)/models
 
 bench: install

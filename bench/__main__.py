@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["ingest", "dedup", "caption", "ocr", "halluc", "listing", "crawl", "memory", "staging", "datapath"]
+BENCHES = ["ingest", "dedup", "caption", "ocr", "halluc", "listing", "crawl", "memory", "staging", "datapath", "embedreuse"]
 
 
 def main(names: list[str]) -> None:

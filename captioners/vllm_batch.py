@@ -26,7 +26,7 @@ from captioners.presets import effective, row_seed
 from schemas.job import CaptionerConfig
 
 ERROR_COLUMN = "__inference_error__"  # Ray's per-row error with should_continue_on_error
-KEEP = ("unit", "key", "alt", "pixels", "pixels_shape", "prep_error")  # caption-phase columns carried past the engine
+KEEP = ("unit", "key", "alt", "pixels", "pixels_shape", "prep_error", "embedding")  # caption-phase columns carried past the engine
 
 
 def available() -> bool:

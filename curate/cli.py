@@ -148,6 +148,7 @@ def tiny_models(folder: Annotated[Path, typer.Argument(help="Where to save the m
         build_tiny_aesthetic_head,
         build_tiny_clip,
         build_tiny_owlv2,
+        build_tiny_safety_heads,
         build_tiny_t5_tokenizer,
         build_tiny_vlm,
     )
@@ -155,9 +156,10 @@ def tiny_models(folder: Annotated[Path, typer.Argument(help="Where to save the m
     path = build_tiny_vlm(folder / "tiny-vlm", seed=seed)
     config, ckpt = build_tiny_clip(folder / "tiny-clip", seed=seed)
     head = build_tiny_aesthetic_head(folder / "tiny-aesthetic-head.pth", seed=seed)
+    nsfw, watermark = build_tiny_safety_heads(folder, seed=seed)
     owl = build_tiny_owlv2(folder / "tiny-owlv2", seed=seed)
     t5 = build_tiny_t5_tokenizer(folder / "tiny-t5-tokenizer")
-    out.print(f"tiny VLM: {path}\ntiny CLIP: {config} + {ckpt}\ntiny aesthetic head: {head}\ntiny OWLv2 detector: {owl}\n"
+    out.print(f"tiny VLM: {path}\ntiny CLIP: {config} + {ckpt}\ntiny aesthetic head: {head}\ntiny NSFW / watermark heads: {nsfw}, {watermark}\ntiny OWLv2 detector: {owl}\n"
               f"tiny T5 tokenizer (caption budget): {t5}")
 
 

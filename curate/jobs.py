@@ -163,6 +163,10 @@ def check_paths(job: Job, job_path: str | Path) -> list[str]:
                             "(or an open_clip pretrained tag such as 'openai')")
         if aes.clip_config and not Path(aes.clip_config).exists():
             problems.append(f"filters.aesthetics.clip_config: {aes.clip_config}: expected a model config JSON file or folder")
+    for name in ("nsfw_head", "watermark_head"):
+        head = getattr(job.filters.safety, name)
+        if head is not None and not Path(head.path).is_file():
+            problems.append(f"filters.safety.{name}.path: {head.path}: expected the head's state dict file (see filters/heads.py)")
     problem = budget_tokenizer_problem(job.caption.tokenizer)
     if problem:
         problems.append(f"caption.tokenizer: {problem}")

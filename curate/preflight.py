@@ -43,6 +43,10 @@ def preflight(job: Job, job_path: str | Path) -> list[str]:
     if aes.enabled:
         _check(problems, "filters.aesthetics.head", lambda: _head(aes.head))
         _check(problems, "filters.aesthetics.clip_pretrained", lambda: _clip(aes))
+    for name in ("nsfw_head", "watermark_head"):
+        head = getattr(job.filters.safety, name)
+        if head is not None:
+            _check(problems, f"filters.safety.{name}.path", lambda head=head: _embedding_head(head))
     h = job.hallucination
     if h.enabled and h.detector:
         _check(problems, "hallucination.detector.model", lambda: _hf_config(h.detector.model))
@@ -98,6 +102,12 @@ def _head(path: str) -> None:
     from filters.aesthetics import load_head
 
     load_head(path)
+
+
+def _embedding_head(head) -> None:
+    from filters.heads import load_embedding_head
+
+    load_embedding_head(head)
 
 
 def _clip(aes) -> str | None:

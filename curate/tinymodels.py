@@ -4,6 +4,7 @@ loading code (`from_pretrained`). Used by `make demo` and the tests: their capti
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 CHAT_TEMPLATE = (
@@ -114,6 +115,52 @@ def build_tiny_aesthetic_head(out: str | Path, dim: int = 32, seed: int = 0) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, out)
     return out
+
+
+def laion_nsfw_state(dim: int = 768, seed: int = 0) -> dict:
+    """Random weights in the published layout of LAION's CLIP-based NSFW detector, torch port
+    (filters/heads.py): norm.mean/variance [dim], linear_1 (64, dim), linear_2 (512, 64),
+    linear_3 (256, 512), linear_4 (1, 256). dim 768 is the real ViT-L/14 head's size."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    sizes = [dim, 64, 512, 256, 1]
+    state = {"norm.mean": torch.randn(dim, generator=g) * 0.02, "norm.variance": torch.rand(dim, generator=g) * 1e-3 + 1e-4}
+    for n, (i, o) in enumerate(itertools.pairwise(sizes), start=1):
+        state[f"linear_{n}.weight"] = torch.randn(o, i, generator=g) / i ** 0.5
+        state[f"linear_{n}.bias"] = torch.zeros(o)
+    return state
+
+
+def mlp_head_state(sizes: list[int], seed: int = 0, bias: float = 0.0) -> dict:
+    """Random weights of a generic head: layers.{0,2,4..}.weight/bias (Linear, ReLU, Linear ...)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for n, (i, o) in enumerate(itertools.pairwise(sizes)):
+        state[f"layers.{2 * n}.weight"] = torch.randn(o, i, generator=g) / i ** 0.5
+        state[f"layers.{2 * n}.bias"] = torch.zeros(o)
+    state[f"layers.{2 * (len(sizes) - 2)}.bias"] += bias
+    return state
+
+
+def save_state(state: dict, out: str | Path) -> Path:
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    return out
+
+
+def build_tiny_safety_heads(folder: str | Path, dim: int = 32, seed: int = 0) -> tuple[Path, Path]:
+    """(NSFW head in the LAION port's layout, watermark head in the generic layers.N layout),
+    random weights on a dim-sized embedding (the tiny CLIP's)."""
+    folder = Path(folder)
+    nsfw = save_state(laion_nsfw_state(dim, seed), folder / "tiny-nsfw-head.pth")
+    watermark = save_state(mlp_head_state([dim, 16, 1], seed + 1), folder / "tiny-watermark-head.pth")
+    return nsfw, watermark
 
 
 def build_tiny_owlv2(out: str | Path, seed: int = 0) -> Path:

@@ -85,6 +85,16 @@ class AestheticScorer:
             emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return emb.cpu().numpy()
 
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised text embeddings (the tokenizer truncates to CLIP's 77-token window)."""
+        torch = self.torch
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        with torch.inference_mode():
+            emb = self.model.encode_text(self.tokenizer(texts).to(self.device)).float()
+            emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return emb.cpu().numpy()
+
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         torch = self.torch
         if len(embeddings) == 0:

@@ -4,18 +4,20 @@ A gate reads the fields it needs from a row (a dict) and returns None to pass it
 `Verdict` (a Reason and a detail). Each gate names the stage whose fields it reads, because the
 fields arrive at different times and the cheap checks must run before the expensive work:
 `header` (size from the header, before the rest of the bytes is fetched), `pixels` (quality
-signals of the one working-size decode), `embedding` (the CLIP actor's aesthetic score).
+signals of the one working-size decode), `embedding` (the CLIP actor's scores: aesthetic, NSFW,
+watermark, alt-text agreement).
 A new gate is one class here plus its line in `gates_for`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from filters.quality import quality_verdict
 from filters.resolution import resolution_verdict
-from schemas.job import Job, QualityConfig, ResolutionConfig
+from schemas.job import FiltersConfig, Job, QualityConfig, ResolutionConfig
 from schemas.reasons import Reason, Verdict
 
 HEADER, PIXELS, EMBEDDING = "header", "pixels", "embedding"
@@ -81,12 +83,59 @@ class MinAesthetic:
         return None
 
 
-def gates_for(job: Job, stage: str) -> list[Gate]:
-    """The job's gates of one stage, in the order they run."""
-    every: list[Gate] = [MaxPixels(job.ingest.max_pixels), Resolution(job.filters.resolution), Quality(job.filters.quality)]
-    aes = job.filters.aesthetics
+@dataclass(frozen=True)
+class MaxScore:
+    """filters.safety.max_nsfw / max_watermark on a head's score of the embedding. A sample
+    without the score (no head) passes."""
+
+    column: str       # "nsfw" | "watermark"
+    limit: float
+    reason: Reason
+    name: ClassVar[str] = "max_score"
+    stage: ClassVar[str] = EMBEDDING
+
+    def check(self, row: dict) -> Verdict | None:
+        score = row.get(self.column)
+        if score is not None and score > self.limit:
+            return Verdict(self.reason, f"{self.column} {score:.3f} > max_{self.column} {self.limit}")
+        return None
+
+
+@dataclass(frozen=True)
+class MinClipAlt:
+    """filters.alt_text.min_clip_alt: CLIP cosine of the image and its alt text. A sample without
+    alt text has no score and is never rejected by it."""
+
+    threshold: float
+    name: ClassVar[str] = "min_clip_alt"
+    stage: ClassVar[str] = EMBEDDING
+
+    def check(self, row: dict) -> Verdict | None:
+        score = row.get("clip_alt")
+        if score is not None and score < self.threshold:
+            return Verdict(Reason.LOW_CLIP_ALT, f"clip_alt {score:.3f} < min_clip_alt {self.threshold}")
+        return None
+
+
+def embedding_gates(filters: FiltersConfig) -> list[Gate]:
+    """The gates on the embedding actor's scores (aesthetic, NSFW, watermark, alt-text agreement)."""
+    aes, safety, alt = filters.aesthetics, filters.safety, filters.alt_text
+    every: list[Gate] = []
     if aes.enabled and aes.min_aesthetic is not None:
         every.append(MinAesthetic(aes.min_aesthetic))
+    if safety.max_nsfw is not None:
+        every.append(MaxScore("nsfw", safety.max_nsfw, Reason.NSFW))
+    if safety.max_watermark is not None:
+        every.append(MaxScore("watermark", safety.max_watermark, Reason.WATERMARK))
+    if alt.enabled and alt.min_clip_alt is not None:
+        every.append(MinClipAlt(alt.min_clip_alt))
+    return every
+
+
+def gates_for(job: Job, stage: str) -> list[Gate]:
+    """The job's gates of one stage, in the order they run."""
+    every: list[Gate] = [MaxPixels(job.ingest.max_pixels), Resolution(job.filters.resolution), Quality(job.filters.quality),
+                         *embedding_gates(job.filters)]
     return [g for g in every if g.stage == stage]
 
 
@@ -99,3 +148,17 @@ def apply(gates: list[Gate], row: dict) -> Verdict | None:
             row.update(status=verdict.reason.value, detail=verdict.detail)
             return verdict
     return None
+
+
+def below_top_fraction(keys: list[str], scores: list[float | None], fraction: float) -> dict[str, str]:
+    """The run-wide alt-text gate (DataComp's CLIP-score filter; dedup applies it, as it needs
+    every score): key -> detail for the samples outside the top `fraction` by score. Only samples
+    with a score are ranked: the top ceil(fraction x n) stay, ties broken by key so the cut does
+    not depend on row order; unscored samples (no alt text) always stay."""
+    ranked = sorted((-s, k) for k, s in zip(keys, scores) if s is not None and not math.isnan(s))
+    keep = math.ceil(fraction * len(ranked))
+    if keep >= len(ranked):
+        return {}
+    cut = -ranked[keep - 1][0] if keep else math.inf
+    return {k: f"clip_alt {-s:.3f} outside the run's top {fraction:g} (kept >= {cut:.3f}, {keep} of {len(ranked)})"
+            for s, k in ranked[keep:]}

@@ -130,7 +130,9 @@ class AestheticsConfig(Strict):
     clip_config: str | None = Field(None, description="A model config JSON (file or folder) for architectures open_clip does not ship.")
     head: str | None = Field(None, description="Aesthetic head weights: the improved predictor's MLP (layers.N.*) or a v1 linear head.")
     min_aesthetic: float | None = Field(None, description="Reject below this score (reason low_aesthetic); common cut-offs 5.0-6.5.")
-    keep_embeddings: bool = Field(False, description="Keep the L2-normalised image embeddings for later stages.")
+    keep_embeddings: bool = Field(True, description="Store the L2-normalised image embedding (float16) in the ingest table: "
+                                  "semantic dedup and the hallucination CLIP check read it instead of embedding the image again "
+                                  "(off: the scorer embeds every image a second time).")
     batch_size: int = Field(64, ge=1)
     concurrency: int = Field(1, ge=1)
     num_gpus: float = Field(0, ge=0)
@@ -143,10 +145,60 @@ class AestheticsConfig(Strict):
         return self
 
 
+class HeadConfig(Strict):
+    """A classifier head on the CLIP image embedding; layouts in filters/heads.py."""
+
+    path: str = Field(description="State dict file (.pth/.pt/.safetensors): the LAION NSFW port (norm.*, linear_1..4), "
+                      "layers.N.weight/bias, or weight/bias.")
+    activation: Literal["relu", "none"] = Field("relu", description="Between the layers.N Linear layers of a generic head.")
+    sigmoid: bool | None = Field(None, description="Sigmoid on the output; unset: the layout's own (the LAION NSFW port: yes; "
+                                 "generic and linear heads: no).")
+
+
+class SafetyConfig(Strict):
+    """NSFW and watermark scores from heads on the ingest CLIP embedding (filters.aesthetics' model)."""
+
+    nsfw_head: HeadConfig | None = Field(None, description="e.g. LAION's CLIP-based NSFW detector for ViT-L/14, as a torch state dict.")
+    watermark_head: HeadConfig | None = Field(None, description="A watermark head on the same embedding (probability of a watermark).")
+    max_nsfw: float | None = Field(None, description="Reject above this score (reason nsfw); LAION-5B's punsafe column, "
+                                   "0.5 = its 'UNSAFE' tag, Stable Diffusion 2 used 0.1.")
+    max_watermark: float | None = Field(None, description="Reject above this score (reason watermark); LAION-5B's pwatermark, "
+                                        "Stable Diffusion 1 used 0.5.")
+
+    @model_validator(mode="after")
+    def _gate_needs_head(self) -> SafetyConfig:
+        for gate, head in (("max_nsfw", "nsfw_head"), ("max_watermark", "watermark_head")):
+            if getattr(self, gate) is not None and getattr(self, head) is None:
+                raise ValueError(f"{gate} needs {head} (the weights that give the score)")
+        return self
+
+
+class AltTextConfig(Strict):
+    """Agreement of the image with its alt text: CLIP cosine of the image embedding and the alt text's
+    embedding (text tower of filters.aesthetics' model), stored as `clip_alt`. Samples without alt
+    text get no score and are never rejected by it. A run-wide percentile is dedup.clip_alt_top_fraction."""
+
+    enabled: bool = Field(False, description="Compute clip_alt in ingest (needs filters.aesthetics).")
+    min_clip_alt: float | None = Field(None, description="Reject below this cosine (reason low_clip_alt); LAION-400M kept >= 0.3 "
+                                       "and LAION-5B English >= 0.28, both with ViT-B/32 (ViT-L/14 cosines run lower).")
+
+
 class FiltersConfig(Strict):
     resolution: ResolutionConfig = Field(default_factory=ResolutionConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     aesthetics: AestheticsConfig = Field(default_factory=AestheticsConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    alt_text: AltTextConfig = Field(default_factory=AltTextConfig)
+
+    @model_validator(mode="after")
+    def _embedding_users_need_clip(self) -> FiltersConfig:
+        users = [name for name, on in (("safety.nsfw_head", self.safety.nsfw_head), ("safety.watermark_head", self.safety.watermark_head),
+                                       ("alt_text.enabled", self.alt_text.enabled)) if on]
+        if users and not self.aesthetics.enabled:
+            raise ValueError(f"{users[0]} reads the CLIP embedding of filters.aesthetics: set filters.aesthetics.enabled")
+        if self.alt_text.min_clip_alt is not None and not self.alt_text.enabled:
+            raise ValueError("alt_text.min_clip_alt needs alt_text.enabled")
+        return self
 
 
 class SemanticDedupConfig(Strict):
@@ -168,6 +220,10 @@ class DedupConfig(Strict):
     local_max: int = Field(20_000_000, ge=1, description="auto uses the local engine up to this many hashes.")
     against: list[str] = Field(default_factory=list, description="Earlier runs (folders or their hashes.parquet): inputs duplicating them are dropped.")
     semantic: SemanticDedupConfig = Field(default_factory=SemanticDedupConfig)
+    clip_alt_top_fraction: float | None = Field(None, gt=0, le=1, description="Keep this top fraction of the run's samples by "
+                                                "clip_alt, among those with alt text (DataComp's CLIP-score baseline kept the top 0.3); "
+                                                "the rest are rejected (low_clip_alt). Needs the whole run, so dedup applies it, "
+                                                "before duplicates are searched. Needs filters.alt_text.enabled.")
 
 
 class ApiConfig(Strict):
@@ -386,6 +442,12 @@ class Job(Strict):
         if h.action == "fallback" and h.fallback_captioner not in names:
             raise ValueError(f"hallucination.fallback_captioner: {h.fallback_captioner!r} must name one of the captioners {names} "
                              "when hallucination.action is fallback")
+        return self
+
+    @model_validator(mode="after")
+    def _percentile_needs_clip_alt(self) -> Job:
+        if self.dedup.clip_alt_top_fraction is not None and not self.filters.alt_text.enabled:
+            raise ValueError("dedup.clip_alt_top_fraction needs filters.alt_text.enabled (the clip_alt scores it ranks)")
         return self
 
     @model_validator(mode="after")

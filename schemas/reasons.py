@@ -55,6 +55,9 @@ class Reason(StrEnum):
     LETTERBOXED = "letterboxed"
     LOW_JPEG_QUALITY = "low_jpeg_quality"
     LOW_AESTHETIC = "low_aesthetic"
+    NSFW = "nsfw"                          # filters.safety.max_nsfw
+    WATERMARK = "watermark"                # filters.safety.max_watermark
+    LOW_CLIP_ALT = "low_clip_alt"          # image and alt text disagree (filters.alt_text, dedup.clip_alt_top_fraction)
     # dedup
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"

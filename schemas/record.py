@@ -45,8 +45,11 @@ INGESTED = pa.schema([
     ("dhash_mirror", pa.uint64()),
     ("phash_long", pa.binary(32)),    # 256-bit pHash of the picture inside its borders (confirms near pairs)
     ("aesthetic", pa.float32()),
+    ("nsfw", pa.float32()),           # heads on the same embedding (filters.safety), when set
+    ("watermark", pa.float32()),
+    ("clip_alt", pa.float32()),       # CLIP cosine of image and alt text (filters.alt_text; null without alt text)
     ("quality", QUALITY),
-    ("embedding", pa.list_(pa.float32())),  # L2-normalised CLIP image embedding, when kept
+    ("embedding", pa.list_(pa.float16())),  # L2-normalised CLIP image embedding, when kept (float16: 2 bytes a value)
     ("decodes", pa.int8()),           # pixel decodes this input cost in ingest (1 when it was decoded)
     ("alt", pa.string()),
     ("meta", pa.string()),            # source metadata as JSON (e.g. a webdataset sample's json)
@@ -95,6 +98,9 @@ INDEX = pa.schema([
     ("sha256", pa.string()),
     ("phash", pa.string()),           # 16 hex digits
     ("aesthetic", pa.float32()),
+    ("nsfw", pa.float32()),           # NSFW head score (filters.safety.nsfw_head; null when none)
+    ("watermark", pa.float32()),      # watermark head score (filters.safety.watermark_head)
+    ("clip_alt", pa.float32()),       # CLIP cosine of the image and its alt text (null: no alt text or off)
     ("quality", QUALITY),
     ("captions", pa.map_(pa.string(), pa.string())),
     ("caption", pa.string()),
@@ -155,7 +161,8 @@ EVIDENCE = pa.struct([f for f in HALLUCINATION if f.name != "key"])
 # every row of a batch stays a typed null (numpy object batches come back from Ray Data as NaN or bytes).
 PREPARED = pa.schema([("unit", pa.string()), ("key", pa.string()), ("alt", pa.string()),
                       ("pixels", pa.large_binary()), ("pixels_shape", pa.list_(pa.int32())), ("prep_error", pa.string()),
-                      ("prep_reason", pa.string())])   # the Reason of prep_error (read_error, or source_changed on a re-fetch)
+                      ("prep_reason", pa.string()),   # the Reason of prep_error (read_error, or source_changed on a re-fetch)
+                      ("embedding", INGESTED.field("embedding").type)])   # ingest's CLIP image embedding, for the scorer
 
 # Caption phase output for every kept sample.
 CAPTIONED = pa.schema([

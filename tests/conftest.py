@@ -57,11 +57,18 @@ def tiny_vlm(models_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_clip(models_dir) -> dict[str, Path]:
-    """A tiny open_clip model (config + checkpoint) and a random aesthetic head with the published keys."""
-    from curate.tinymodels import build_tiny_aesthetic_head, build_tiny_clip
+    """A tiny open_clip model (config + checkpoint), a random aesthetic head with the published keys, and
+    random NSFW (LAION port layout) and watermark (layers.N layout) heads."""
+    from curate.tinymodels import (
+        build_tiny_aesthetic_head,
+        build_tiny_clip,
+        build_tiny_safety_heads,
+    )
 
     config, ckpt = build_tiny_clip(models_dir / "tiny-clip")
-    return {"config": config, "ckpt": ckpt, "head": build_tiny_aesthetic_head(models_dir / "tiny-aesthetic-head.pth")}
+    nsfw, watermark = build_tiny_safety_heads(models_dir)
+    return {"config": config, "ckpt": ckpt, "head": build_tiny_aesthetic_head(models_dir / "tiny-aesthetic-head.pth"),
+            "nsfw": nsfw, "watermark": watermark}
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +96,9 @@ def demo_overrides(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:
             f"caption.tokenizer={models / 'tiny-t5-tokenizer'}",
             f"filters.aesthetics.clip_config={models / 'tiny-clip/tiny-clip.json'}",
             f"filters.aesthetics.clip_pretrained={models / 'tiny-clip/tiny-clip.pt'}",
-            f"filters.aesthetics.head={models / 'tiny-aesthetic-head.pth'}"]
+            f"filters.aesthetics.head={models / 'tiny-aesthetic-head.pth'}",
+            f"filters.safety.nsfw_head.path={models / 'tiny-nsfw-head.pth'}",
+            f"filters.safety.watermark_head.path={models / 'tiny-watermark-head.pth'}"]
 
 
 def set_args(overrides: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from curate.sources import plan_units
 from filters.aesthetics import AestheticScorer, ModelLoadError, load_head
 from filters.gates import EMBEDDING, gates_for
 from filters.quality import jpeg_quality
-from schemas.job import AestheticsConfig
+from schemas.job import AestheticsConfig, FiltersConfig
 from tests.conftest import REPO, cli, demo_overrides, set_args
 
 
@@ -156,8 +156,8 @@ def test_low_aesthetic_gate_in_the_actor(tiny_clip):
     scores = AestheticScorer(aes_cfg(tiny_clip)).score(AestheticScorer(aes_cfg(tiny_clip)).embed(imgs))
     cut = float(np.median(scores))
     job = load_job(REPO / "jobs/demo.yaml", [f"filters.aesthetics.min_aesthetic={cut}"])
-    cfg = aes_cfg(tiny_clip, min_aesthetic=cut, keep_embeddings=True)
-    out = EmbedActor(cfg.model_dump_json(), gates_for(job, EMBEDDING))(table).to_pylist()
+    filters = FiltersConfig(aesthetics=aes_cfg(tiny_clip, min_aesthetic=cut, keep_embeddings=True))
+    out = EmbedActor(filters.model_dump_json(), gates_for(job, EMBEDDING))(table).to_pylist()
     assert "pixels" not in out[0]
     for row, score in zip(out, scores):
         assert row["aesthetic"] == pytest.approx(score, abs=1e-4) and len(row["embedding"]) == 32

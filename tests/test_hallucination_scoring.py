@@ -208,3 +208,35 @@ def test_a_run_that_drops_hallucinated_captions_accounts_for_them(corpus, tiny_v
     index = pq.read_table(result.run_dir / "index").to_pylist()
     assert index and all(r["hallucination"]["score"] <= 0.3 for r in index)
     assert counts["inputs"] == counts["written"] + sum(counts["rejected"].values()) + sum(counts["failed"].values())
+
+
+def test_scorer_reads_ingest_embeddings_without_an_image_tower(checker, corpus, tiny_vlm, tiny_clip, tmp_path):
+    """Given ingest's embeddings, the scorer's CLIP keeps only its text tower and its evidence is
+    the same as when it embeds the images itself."""
+    from curate.hallucination.scorer import CaptionScorer
+
+    job = demo_job(corpus, tiny_vlm, tmp_path, "hallucination.alt_agreement=false", "hallucination.ocr=false")
+    images = [picture("navy"), picture("orange")]
+    captions = ["A navy square. It has no text.", "An orange field under a grey sky."]
+    full = CaptionScorer(job)
+    text_only = CaptionScorer(job, image_tower=False)
+    assert text_only.clip.model.visual is None and full.clip.model.visual is not None
+    embeddings = checker.embed_images(images).astype(np.float16).astype(np.float32)   # as stored: float16
+    assert text_only.score(images, captions, [None, None], embeddings) == full.score(images, captions, [None, None], embeddings)
+    assert text_only.clip.model.visual is None, "the image tower was loaded although embeddings were given"
+    mine = full.score(images, captions, [None, None])
+    theirs = text_only.score(images, captions, [None, None], embeddings)
+    for a, b in zip(mine, theirs):
+        assert [s["clip"] for s in a["sentences"]] == pytest.approx([s["clip"] for s in b["sentences"]], abs=2e-3)
+
+
+def test_demo_run_scored_captions_against_the_stored_ingest_embedding(demo_run, checker):
+    """The evidence's sentence scores are cosines with the embedding ingest stored (float16): the
+    caption phase did not embed the image again."""
+    root = demo_run.run_dir
+    stored = {r["key"]: r["embedding"] for f in (root / "_work" / "ingest").glob("*.parquet")
+              for r in pq.read_table(f, columns=["key", "embedding"]).to_pylist()}
+    ev = next(r for r in pq.read_table(root / "report" / "hallucinations.parquet").to_pylist() if r["sentences"])
+    emb = np.asarray(stored[ev["key"]], np.float32)
+    expected = checker.embed_texts([s["text"] for s in ev["sentences"]]) @ emb
+    assert [s["clip"] for s in ev["sentences"]] == pytest.approx(expected.tolist(), abs=1e-4)

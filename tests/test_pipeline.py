@@ -125,6 +125,9 @@ def test_captions_and_alt_text_are_kept(index):
 def test_report_and_manifest_exist(out, demo_run):
     html = (out / "report" / "index.html").read_text()
     assert "Written samples" in html and str(demo_run.manifest["counts"]["written"]) in html
+    for chart in ("NSFW score (higher: less safe)", "Watermark score (higher: more likely watermarked)",
+                  "Image\u2013alt text agreement (CLIP cosine)"):   # the demo's heads and alt-text agreement
+        assert f"<h3>{chart}</h3>" in html
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["config_hash"]
     assert set(manifest["timings_s"]) >= {"ingest", "dedup", "caption", "write"}
@@ -137,6 +140,8 @@ def test_ingest_decodes_each_image_once_and_scores_it(demo_run, index, truth):
     assert ingest["pixel_decodes"] == ingest["inputs_decoded"], "an image was decoded more than once in ingest"
     for row in index.values():
         assert row["aesthetic"] is not None
+        # the demo's tiny NSFW head (LAION port: sigmoid) and watermark head (sigmoid: true) and alt agreement
+        assert 0 < row["nsfw"] < 1 and 0 < row["watermark"] < 1 and -1 <= row["clip_alt"] <= 1
         assert row["quality"]["sharpness"] > 0 and 0 <= row["quality"]["letterbox"] <= 1
         assert (row["quality"]["jpeg_quality"] is not None) == (row["format"] == "jpg")
 

@@ -48,16 +48,22 @@ def baseline(image_emb: np.ndarray, unrelated_emb: np.ndarray) -> Baseline:
 class ClipChecker:
     """Scores sentences and phrases of captions against their images (free of Ray)."""
 
-    def __init__(self, cfg: AestheticsConfig, device: str):
+    def __init__(self, cfg: AestheticsConfig, device: str, image_tower: bool = True):
+        """Without `image_tower` the images' embeddings come from ingest (the same model), so the
+        visual tower is freed right after loading and only text is embedded here."""
         import torch
 
-        self.torch, self.device = torch, device
+        self.torch, self.device, self.cfg = torch, device, cfg
         self.model, self.preprocess, self.tokenizer = load_clip(cfg, device)
+        if not image_tower:
+            self.model.visual = None
         self.unrelated = self.embed_texts([TEMPLATE.format(o) for o in UNRELATED])
 
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, 0), np.float32)
+        if self.model.visual is None:   # a row without ingest's embedding (e.g. staged by an older run): load it all
+            self.model = load_clip(self.cfg, self.device)[0]
         with self.torch.no_grad():
             batch = self.torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
             return self._normalise(self.model.encode_image(batch))

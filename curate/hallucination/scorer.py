@@ -1,5 +1,6 @@
 """All hallucination checks of a batch of captions, free of Ray (the caption phase wraps it in
-an actor). Models load once: CLIP (the job's aesthetics model), OCR, the alt-text embedder and
+an actor). Models load once: CLIP (the job's aesthetics model; only its text tower when the
+images' embeddings come from ingest), OCR, the alt-text embedder and
 an optional open-vocabulary detector; each is skipped when the job turns it off.
 """
 
@@ -21,14 +22,16 @@ READINGS_KEPT = 256   # images whose OCR readings the scorer remembers
 
 
 class CaptionScorer:
-    def __init__(self, job: Job, device: str = "cpu"):
+    def __init__(self, job: Job, device: str = "cpu", image_tower: bool = True):
+        """`image_tower=False`: every call to `score` brings ingest's image embeddings (same CLIP
+        model), so CLIP's visual tower is not kept and no image is embedded again."""
         cfg = job.hallucination
         self.cfg = cfg
         self.clip = None
         if job.filters.aesthetics.enabled:
             from curate.hallucination.clipcheck import ClipChecker
 
-            self.clip = ClipChecker(job.filters.aesthetics, device)
+            self.clip = ClipChecker(job.filters.aesthetics, device, image_tower)
         self.ocr = None
         if cfg.ocr:
             self.ocr = OcrReader(max_side=cfg.ocr_side)
@@ -44,11 +47,13 @@ class CaptionScorer:
 
             self.detector = PhraseDetector(cfg.detector, device)
 
-    def score(self, images: list[Image.Image], captions: list[str], alts: list[str | None]) -> list[dict]:
-        """One evidence row (HALLUCINATION fields except key and captioner) per caption."""
+    def score(self, images: list[Image.Image], captions: list[str], alts: list[str | None], embeddings=None) -> list[dict]:
+        """One evidence row (HALLUCINATION fields except key and captioner) per caption.
+        `embeddings`: the images' L2-normalised CLIP embeddings from ingest (else embedded here)."""
         rows = [self._text_evidence(c) for c in captions]
         if self.clip is not None and images:
-            embeddings = self.clip.embed_images(images)
+            if embeddings is None:
+                embeddings = self.clip.embed_images(images)
             for row, emb in zip(rows, embeddings):
                 self._clip_evidence(row, emb)
         if self.detector is not None:

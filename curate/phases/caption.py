@@ -13,6 +13,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,37 +34,50 @@ from schemas.reasons import Reason
 from schemas.record import CAPTIONED, CAPTIONED_OK, DEDUP, PREPARED, rows_to_table
 
 
-def kept_rows(run: RunDir) -> pa.Table:
-    staged = staged_rows(run)
+def kept_rows(run: RunDir, embeddings: bool = False) -> pa.Table:
+    """The staged rows dedup kept (with ingest's image embedding when `embeddings`)."""
+    staged = staged_rows(run, embeddings=embeddings)
     decisions = pq.read_table(run.dedup, schema=DEDUP)
     keep = decisions.filter(decisions["keep"])["key"]
     return staged.filter(pc.is_in(staged["key"], keep)).sort_by("key")
 
 
 def prepared_row(unit: str, key: str, alt: str | None, image: Image.Image | None, error: str | None = None,
-                 reason: Reason = Reason.READ_ERROR) -> dict:
-    """One row of PREPARED: the RGB pixels of `image`, or the error (and reason) that stopped its decode."""
-    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error, "prep_reason": reason.value if error else None}
+                 reason: Reason = Reason.READ_ERROR, embedding=None) -> dict:
+    """One row of PREPARED: the RGB pixels of `image`, or the error (and reason) that stopped its
+    decode; `embedding`: ingest's CLIP image embedding, for the scorer."""
+    row = {"unit": unit, "key": key, "alt": alt, "prep_error": error, "prep_reason": reason.value if error else None,
+           "embedding": embedding}
     if image is not None:
         row.update(pixels=image.tobytes(), pixels_shape=[image.height, image.width])
     return row
 
 
+def reuses_embeddings(job: Job) -> bool:
+    """Whether the hallucination CLIP check reads ingest's stored image embeddings (same model)."""
+    aes = job.filters.aesthetics
+    return job.hallucination.enabled and aes.enabled and aes.keep_embeddings
+
+
 def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: tuple[str, ...] = ()) -> pa.Table:
     """Decode and shrink each image to `side` (long side) in a CPU task, from one ranged read of
     its staged copy. Raw captions of the captioners in `reuse` (the previous caption run's, joined
-    on the driver by `with_previous_raw`) pass through: their actors then skip those rows."""
+    on the driver by `with_previous_raw`) pass through: their actors then skip those rows. Each
+    row carries the image embedding ingest stored (joined on the driver by `kept_rows`) when the
+    scorer reads it instead of embedding the image again."""
     job = Job.model_validate_json(job_json)
     raw_columns = [f"{kind}_{name}" for name in reuse for kind in ("raw", "err", "finish")]
+    embedded = "embedding" in batch.column_names
     rows = []
-    for row in batch.select(["unit", "key", "alt", "uri", "source", "blob", "changed", *raw_columns]).to_pylist():
+    for row in batch.select(["unit", "key", "alt", "uri", "source", "blob", "changed", *raw_columns,
+                             *(["embedding"] if embedded else [])]).to_pylist():
         image, error, reason = None, row["changed"], Reason.SOURCE_CHANGED
         if error is None:
             try:
                 image = decode_for_model(stored_bytes(row, job, Path(root)), side)
             except Exception as exc:
                 error, reason = f"{type(exc).__name__}: {exc}", Reason.READ_ERROR
-        out = prepared_row(row["unit"], row["key"], row["alt"], image, error, reason)
+        out = prepared_row(row["unit"], row["key"], row["alt"], image, error, reason, row.get("embedding"))
         rows.append(out | {c: row[c] for c in raw_columns})
     return rows_to_table(rows, with_raw_columns(PREPARED, reuse))
 
@@ -231,20 +245,23 @@ class ScoreActor:
         from curate.hallucination.scorer import CaptionScorer
 
         self.job = Job.model_validate_json(job_json)
-        self.scorer = CaptionScorer(self.job, pick_device(self.job.hallucination.num_gpus, "hallucination scorer"))
+        self.scorer = CaptionScorer(self.job, pick_device(self.job.hallucination.num_gpus, "hallucination scorer"),
+                                    image_tower=not reuses_embeddings(self.job))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = finalize_rows(batch, self.job)
         todo = [i for i, r in enumerate(rows) if r["status"] == CAPTIONED_OK]
         images = images_of(batch, todo)
         alts = batch["alt"].take(todo).to_pylist()
-        scored = self.scorer.score(images, [rows[i]["caption"] for i in todo], alts)
+        embeddings = self._embeddings(batch, todo)
+        scored = self.scorer.score(images, [rows[i]["caption"] for i in todo], alts, embeddings)
         for i, ev in zip(todo, scored):
             rows[i]["evidence"] = {**ev, "captioner": rows[i]["captioner"]}
         h = self.job.hallucination
         over = [(k, i) for k, i in enumerate(todo) if rows[i]["evidence"]["score"] > h.threshold]
         if h.action == "fallback" and over:
-            self._fall_back([rows[i] for _, i in over], [images[k] for k, _ in over], [alts[k] for k, _ in over])
+            self._fall_back([rows[i] for _, i in over], [images[k] for k, _ in over], [alts[k] for k, _ in over],
+                            None if embeddings is None else embeddings[[k for k, _ in over]])
         elif h.action == "drop":
             for _, i in over:
                 ev = rows[i]["evidence"]
@@ -255,10 +272,20 @@ class ScoreActor:
             rows[i]["hallucination"] = {"score": ev["score"], "flags": ev["flags"]}
         return rows_to_table(rows, CAPTIONED)
 
-    def _fall_back(self, rows: list[dict], images: list[Image.Image], alts: list[str | None]) -> None:
+    def _embeddings(self, batch: pa.Table, rows: list[int]):
+        """Ingest's stored image embeddings of these rows (float32), or None when any is missing
+        (the scorer then embeds the images itself)."""
+        if "embedding" not in batch.column_names or not rows:
+            return None
+        stored = batch["embedding"].take(rows).to_pylist()
+        if any(e is None for e in stored):
+            return None
+        return np.asarray(stored, np.float32)
+
+    def _fall_back(self, rows: list[dict], images: list[Image.Image], alts: list[str | None], embeddings) -> None:
         name = self.job.hallucination.fallback_captioner
         texts = [dict(r["captions"]).get(name) or "" for r in rows]
-        scored = self.scorer.score(images, texts, alts)
+        scored = self.scorer.score(images, texts, alts, embeddings)
         for row, text, ev in zip(rows, texts, scored):
             if text and ev["score"] < row["evidence"]["score"]:
                 was = row["evidence"]["score"]
@@ -271,7 +298,7 @@ class ScoreActor:
 def run_caption(job: Job, run: RunDir, progress) -> dict:
     import ray.data
 
-    kept = kept_rows(run)
+    kept = kept_rows(run, embeddings=reuses_embeddings(job))
     all_units = sorted(p.name.removesuffix(".done") for p in run.ingest.glob("*.done"))
     pending = [u for u in all_units if not run.is_done(run.done(run.caption, u))]
     counts = dict(zip(*[c.to_pylist() for c in pc.value_counts(kept["unit"]).flatten()])) if kept.num_rows else {}

@@ -17,6 +17,7 @@ from curate import failpoint
 from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, staged_rows, write_parquet_atomic
 from filters.dedup import deduplicate
+from filters.gates import below_top_fraction
 from filters.mih import (
     Hashes,
     Pairs,
@@ -28,7 +29,8 @@ from filters.mih import (
     plan,
 )
 from schemas.job import Job
-from schemas.record import DEDUP_HASHES, HASHES
+from schemas.reasons import Reason
+from schemas.record import DEDUP, DEDUP_HASHES, HASHES
 
 
 def prior_hashes(paths: list[str]) -> pa.Table:
@@ -115,7 +117,7 @@ def run_dedup(job: Job, run: RunDir) -> dict:
         return {"skipped": True}
     failpoint.hit("dedup.start")
     cfg = job.dedup
-    staged = staged_rows(run, embeddings=cfg.semantic.enabled)
+    staged, misaligned = split_by_clip_alt(staged_rows(run, embeddings=cfg.semantic.enabled), cfg.clip_alt_top_fraction)
     prior = prior_hashes(cfg.against)
     n = prior.num_rows + staged.num_rows
     engine = cfg.engine if cfg.engine != "auto" else ("local" if n <= cfg.local_max else "ray")
@@ -137,22 +139,40 @@ def run_dedup(job: Job, run: RunDir) -> dict:
     if cfg.semantic.enabled and staged.num_rows:
         if prior.num_rows:
             raise ValueError("dedup.semantic with dedup.against is not supported: earlier runs keep no embeddings")
-        embeddings = np.stack(staged["embedding"].to_numpy(zero_copy_only=False))
+        embeddings = np.stack(staged["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
     decisions = deduplicate(
         col("key"), col("sha256"), hashes, pixels, col("aesthetic"), letterbox, jpeg_quality, exact=cfg.exact,
         near=cfg.near, k=cfg.max_distance, kd=cfg.confirm_distance, kl=cfg.long_distance, embeddings=embeddings,
         semantic_threshold=cfg.semantic.threshold if cfg.semantic.enabled else None, prior=prior.num_rows,
         pair_finder=near_pairs if engine == "local" else ray_near_pairs, colour=colour,
     )
-    write_parquet_atomic(run.dedup, decisions)
+    write_parquet_atomic(run.dedup, pa.concat_tables([decisions, misaligned.select(DEDUP.names).cast(DEDUP)]))
     failpoint.hit("dedup.decided")
     dropped = decisions.filter(pc.invert(decisions["keep"]))
     dropped = staged.select(["unit", "key", "source", "uri"]).join(
         dropped.select(["key", "reason", "dup_cluster", "near_duplicate_of"]), "key", join_type="inner")
-    if prior.num_rows:
-        runs = dict(zip(prior["key"].to_pylist(), prior["run"].to_pylist()))
-        details = [f"duplicate of {d} from earlier run {runs[d]}" if d in runs else None for d in dropped["near_duplicate_of"].to_pylist()]
-        dropped = dropped.append_column("detail", pa.array(details, pa.string()))
+    runs = dict(zip(prior["key"].to_pylist(), prior["run"].to_pylist()))
+    details = [f"duplicate of {d} from earlier run {runs[d]}" if d in runs else None for d in dropped["near_duplicate_of"].to_pylist()]
+    dropped = pa.concat_tables([dropped.append_column("detail", pa.array(details, pa.string())),
+                                misaligned.select([*dropped.column_names, "detail"]).cast(dropped.schema.append(pa.field("detail", pa.string())))])
     write_parquet_atomic(run.rejects / "dedup.parquet", rejects_from(dropped.sort_by("key"), "dedup", reason_column="reason"))
     run.mark(run.marker("dedup"))
-    return {"staged": staged.num_rows, "dropped": dropped.num_rows, "engine": engine}
+    return {"staged": staged.num_rows + misaligned.num_rows, "dropped": dropped.num_rows, "engine": engine,
+            "low_clip_alt": misaligned.num_rows}
+
+
+def split_by_clip_alt(staged: pa.Table, fraction: float | None) -> tuple[pa.Table, pa.Table]:
+    """(rows that stay, rows outside the run's top `fraction` by clip_alt with their decision
+    columns). The percentile needs every staged row, so it is applied here, before duplicates
+    are searched: a dropped sample's duplicates with better alt text can still be kept."""
+    gated = {}
+    if fraction is not None and staged.num_rows:
+        gated = below_top_fraction(staged["key"].to_pylist(), staged["clip_alt"].to_pylist(), fraction)
+    mask = pc.is_in(staged["key"], pa.array(list(gated), pa.string()))
+    out = staged.filter(mask).select(["unit", "key", "source", "uri"])
+    n = out.num_rows
+    out = (out.append_column("keep", pa.array([False] * n)).append_column("reason", pa.array([Reason.LOW_CLIP_ALT.value] * n))
+           .append_column("dup_cluster", pa.nulls(n, pa.string())).append_column("near_duplicate_of", pa.nulls(n, pa.string()))
+           .append_column("distance", pa.nulls(n, pa.int32()))
+           .append_column("detail", pa.array([gated[k] for k in out["key"].to_pylist()], pa.string())))
+    return staged.filter(pc.invert(mask)), out

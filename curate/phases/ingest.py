@@ -172,7 +172,7 @@ def run_ingest(job: Job, run: RunDir, units: pa.Table, progress) -> dict:
     aes = job.filters.aesthetics
     if aes.enabled:
         num_cpus, num_gpus = actor_resources("aesthetics", aes.num_cpus, aes.num_gpus, 1)
-        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"cfg_json": aes.model_dump_json(),
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"filters_json": job.filters.model_dump_json(),
                                                                "gates": gates.gates_for(job, gates.EMBEDDING)}, batch_size=aes.batch_size,
                             batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=aes.concurrency))

@@ -65,7 +65,8 @@ def plan_records(job: Job, run: RunDir, captioned: pa.Table, staged: pa.Table) -
             "key": c["key"], "source": m["source"], "url": m["uri"], "width": m["width"], "height": m["height"],
             "format": m["format"], "bytes": m["bytes"], "is_4k": m["is_4k"], "ratio": m["height"] / m["width"],
             "bucket": bucket, "bucket_hw": hw, "sha256": m["sha256"], "phash": f"{m['phash']:016x}",
-            "aesthetic": m["aesthetic"], "quality": m["quality"], "captions": c["captions"], "caption": c["caption"],
+            "aesthetic": m["aesthetic"], "nsfw": m["nsfw"], "watermark": m["watermark"], "clip_alt": m["clip_alt"],
+            "quality": m["quality"], "captions": c["captions"], "caption": c["caption"],
             "caption_tokens": c["caption_tokens"], "caption_cut": c["caption_cut"], "hallucination": c.get("hallucination"),
             "dup_cluster": clusters.get(c["key"]), "blob": m["blob"],
         })

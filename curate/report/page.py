@@ -335,6 +335,12 @@ def _summary(manifest: dict, index: pa.Table, rejects: pa.Table, scores: Scores)
             f'<div><h3>Run</h3>{meta}</div></div></section>')
 
 
+# Scores read from the ingest CLIP embedding besides the aesthetic one: (column, title, axis range).
+EMBEDDING_SCORES = [("nsfw", "NSFW score (higher: less safe)", None, None),
+                    ("watermark", "Watermark score (higher: more likely watermarked)", None, None),
+                    ("clip_alt", "Image\u2013alt text agreement (CLIP cosine)", None, None)]
+
+
 def _distributions(manifest: dict, index: pa.Table, scores: Scores) -> str:
     w, h = _floats(index, "width"), _floats(index, "height")
     mp = w * h / 1e6
@@ -354,6 +360,8 @@ def _distributions(manifest: dict, index: pa.Table, scores: Scores) -> str:
         svg_bars(buckets, "Aspect-ratio buckets (h/w)"),
         svg_bars(sources, "Sources", sort=True),
         svg_histogram(_floats(index, "aesthetic"), "Aesthetic score"),
+        *[svg_histogram(v, title, lo=lo, hi=hi) for name, title, lo, hi in EMBEDDING_SCORES
+          if np.isfinite(v := _floats(index, name)).any()],   # only the scores the run computed
         svg_histogram(_floats(index, "caption_tokens"), "Caption tokens", integer=True),
         svg_histogram(scores.score, "Hallucination score (0 clean \u2026 1 worst)", bins=20, lo=0.0, hi=1.0),
         svg_bars(flag_counts, "Hallucination flags", sort=True),
