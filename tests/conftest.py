@@ -101,6 +101,11 @@ def demo_overrides(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:
             f"filters.safety.watermark_head.path={models / 'tiny-watermark-head.pth'}"]
 
 
+# the demo job without CLIP: aesthetics off, and with it what reads its embedding (safety heads, clip_alt)
+NO_EMBEDDING = ["filters.aesthetics.enabled=false", "filters.safety.nsfw_head=null", "filters.safety.watermark_head=null",
+                "filters.alt_text.enabled=false"]
+
+
 def set_args(overrides: list[str]) -> list[str]:
     """The same overrides as `--set` options of the command line."""
     return [arg for item in overrides for arg in ("--set", item)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.conftest import DEMO_JOB, demo_overrides, kill_mid_caption, set_args
+from tests.conftest import DEMO_JOB, NO_EMBEDDING, demo_overrides, kill_mid_caption, set_args
 from tests.test_resume import outputs
 
 
@@ -19,7 +19,7 @@ def sampled(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:
     captioner = (f"{{name: dense, model: {tiny_vlm}, preset: share-captioner, generation: {{max_new_tokens: 16}}, "
                  "image_side: 256, batch_size: 8}")
     return [*demo_overrides(corpus, tiny_vlm, out), f"caption.captioners=[{captioner}]", "seed=7",
-            "filters.aesthetics.enabled=false", "hallucination.enabled=false"]
+            *NO_EMBEDDING, "hallucination.enabled=false"]
 
 
 def test_a_sampled_run_killed_in_caption_resumes_to_the_same_shards(corpus, tiny_vlm, tiny_clip, ray_cluster, tmp_path):

@@ -105,9 +105,9 @@ def test_tile_pass_reads_small_text_the_whole_image_pass_misses(reader):
 def scorer():
     from curate.hallucination.scorer import CaptionScorer
     from curate.jobs import load_job
-    from tests.conftest import DEMO_JOB
+    from tests.conftest import DEMO_JOB, NO_EMBEDDING
 
-    return CaptionScorer(load_job(DEMO_JOB, ["filters.aesthetics.enabled=false", "hallucination.alt_agreement=false"]))
+    return CaptionScorer(load_job(DEMO_JOB, [*NO_EMBEDDING, "hallucination.alt_agreement=false"]))
 
 
 def test_scorer_reads_an_image_once_for_all_its_claiming_captions(scorer, monkeypatch):

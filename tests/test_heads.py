@@ -161,7 +161,7 @@ def test_embed_actor_scores_every_head_from_one_embedding(tiny_clip):
     filters = FiltersConfig(aesthetics=aes_cfg(tiny_clip), safety={
         "nsfw_head": {"path": str(tiny_clip["nsfw"])}, "watermark_head": {"path": str(tiny_clip["watermark"]), "sigmoid": True},
         "max_nsfw": cut}, alt_text={"enabled": True})
-    out = EmbedActor(filters.model_dump_json())(table).to_pylist()
+    out = EmbedActor(filters.model_dump_json(), embedding_gates(filters))(table).to_pylist()
     for n, row in enumerate(out):
         assert row["nsfw"] == pytest.approx(nsfw[n], abs=1e-4) and row["watermark"] == pytest.approx(watermark[n], abs=1e-4)
         assert row["status"] == ("nsfw" if nsfw[n] > cut else "staged")

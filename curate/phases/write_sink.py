@@ -8,6 +8,7 @@ import threading
 import pyarrow as pa
 import ray.data
 from ray.data import Datasink
+from ray.exceptions import UserCodeException
 
 from curate import failpoint
 from curate.engine import split_by
@@ -35,7 +36,12 @@ class ShardSink(Datasink):
         """Returns the MEMBERS rows as Arrow IPC bytes (Ray wraps a write's return in a pandas cell)."""
         job = Job.model_validate_json(self.job_json)
         store = store_for(job, self.work)
-        written = [write_shard(shard, job, store) for block in blocks for shard in split_by(block, "shard")]
+        try:
+            written = [write_shard(shard, job, store) for block in blocks for shard in split_by(block, "shard")]
+        except Exception as exc:
+            # as a map_batches function's error would be: Ray Data then logs one line, not the traceback
+            # (the driver's run log has it), and the run's one-line error names this cause
+            raise UserCodeException(f"{type(exc).__name__}: {exc}") from exc
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, MEMBERS) as w:
             for table in written:
