@@ -11,6 +11,8 @@ import functools
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import imagehash
@@ -145,17 +147,24 @@ def decode_working(data: bytes, side: int, decodes: Decodes | None = None) -> Im
     or corrupt pixel data. Counts one decode in `decodes` once the pixels are being read (a
     decode that fails part-way counts too: its work was done).
     """
+    with _decoding(data, decodes) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (side // 2, side // 2))
+        img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return rgb8(ImageOps.exif_transpose(img))
+
+
+@contextmanager
+def _decoding(data: bytes, decodes: Decodes | None) -> Iterator[Image.Image]:
+    """The opened image for one pixel decode: Pillow's warnings off, the decode counted in
+    `decodes`, and any failure (truncated or corrupt pixel data) raised as InputError('decode_error')."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
             if decodes is not None:
                 decodes.count += 1
-            if img.format == "JPEG":
-                img.draft("RGB", (side // 2, side // 2))
-            img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            img = ImageOps.exif_transpose(img)
-            return rgb8(img)
+            yield img
     except Exception as exc:
         raise InputError(Reason.DECODE_ERROR, f"pixel data unreadable: {exc}") from None
 
@@ -167,26 +176,19 @@ def decode_for_model(data: bytes, side: int, decodes: Decodes | None = None) -> 
     last step, under 2x, is a bilinear resize in OpenCV (several times Pillow's speed here);
     the EXIF orientation is applied last, to the small image.
     A 3840x2160 JPEG to 1344 px: bench/ingest. Raises InputError('decode_error')."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
-            if decodes is not None:
-                decodes.count += 1
-            target = fit_within(*img.size, side)     # as stored; the orientation turns it at the end
-            if img.format == "JPEG":
-                img.draft("RGB", target)
-            img.load()
-            orientation = img.getexif().get(ORIENTATION_TAG, 1)
-            img = rgb8(img)
-            factor = min(img.width // target[0], img.height // target[1])
-            if factor >= 2:
-                img = img.reduce(factor)
-            if img.size != target:
-                img = Image.fromarray(_cv2().resize(np.asarray(img), target, interpolation=_cv2().INTER_LINEAR))
-            return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
-    except Exception as exc:
-        raise InputError(Reason.DECODE_ERROR, f"pixel data unreadable: {exc}") from None
+    with _decoding(data, decodes) as opened:
+        target = fit_within(*opened.size, side)     # as stored; the orientation turns it at the end
+        if opened.format == "JPEG":
+            opened.draft("RGB", target)
+        opened.load()
+        orientation = opened.getexif().get(ORIENTATION_TAG, 1)
+        img = rgb8(opened)
+        factor = min(img.width // target[0], img.height // target[1])
+        if factor >= 2:
+            img = img.reduce(factor)
+        if img.size != target:
+            img = Image.fromarray(_cv2().resize(np.asarray(img), target, interpolation=_cv2().INTER_LINEAR))
+        return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
 
 
 # EXIF orientation -> the turn that shows the picture upright (as ImageOps.exif_transpose does)
