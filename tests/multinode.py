@@ -5,7 +5,7 @@ Ray): python -m tests.multinode SHAPE PHASES JOB_YAML RESULT_JSON [SHAPE PHASES 
 Each group runs one job on a cluster of SHAPE (CPUs per worker node, e.g. "2,2"); groups share
 one cluster, reshaped between them (nodes removed from the end, then added). PHASES (e.g.
 "ingest,dedup,caption,write", or "none") are where the last worker node is removed: ingest and
-caption at their first unit commit, write at its first finished shard, dedup as it starts. A
+caption at their first unit commit, write as its shard tasks start, dedup as it starts. A
 fresh node of the same size then replaces it (added from the driver's main thread, as Ray's
 node start installs signal handlers, while the phase's tasks run on), so a 1-node cluster has
 no CPU at all for a while and each phase can lose a node. RESULT_JSON
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-POINTS = {"ingest": "ingest.commit", "dedup": "dedup.start", "caption": "caption.commit", "write": "write.shard"}
+POINTS = {"ingest": "ingest.commit", "dedup": "dedup.start", "caption": "caption.commit", "write": "write.started"}
 
 
 class Nodes:

@@ -83,6 +83,7 @@ def write_watched(sink: ShardSink, index: pa.Table, store: StagingStore, progres
 
     writer = threading.Thread(target=write, name="shard-writer", daemon=True)
     writer.start()
+    failpoint.hit("write.started")   # the shards' tasks are on their way, none finished yet
     while waiting:
         writer.join(POLL_S)
         finished = waiting.keys() & store.listing("shards")
