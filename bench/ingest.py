@@ -51,20 +51,26 @@ def stored_hashes(paths: list[Path]) -> list[dict]:
     """What the ingest phase stores for each file: its own per-input function, default job."""
     from curate.phases.ingest import _fetch_and_hash
     from curate.sources.base import Input, LocalReader
+    from curate.staging import store_for
     from schemas.job import Job
 
     job = Job.model_validate({"name": "bench", "out": "/nonexistent", "sources": [{"type": "folder", "path": str(paths[0].parent)}],
                               "filters": {"aesthetics": {"enabled": False}},
                               "caption": {"captioners": [{"name": "c", "model": "unused"}]}})
 
-    async def one(p: Path) -> dict:
+    async def one(p: Path, staged) -> dict:
         reader = LocalReader(p.parent, p, job.ingest.max_bytes)
         try:
-            return await _fetch_and_hash(reader, job, Input(p.name, str(p), reader), None, 0)
+            return await _fetch_and_hash(reader, job, Input(p.name, str(p), reader), staged, 0)
         finally:
             await reader.close()
 
-    return [asyncio.run(one(p)) for p in paths]
+    with tempfile.TemporaryDirectory() as work:
+        staged = store_for(job, work).writer("bench")   # ingest stages what it keeps; the bench discards it
+        try:
+            return [asyncio.run(one(p, staged)) for p in paths]
+        finally:
+            staged.abort()
 
 
 def main(n: int = 8) -> None:
