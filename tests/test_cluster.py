@@ -45,7 +45,7 @@ def test_small_clusters_lose_a_node_in_each_phase_and_finish_identically(tiny_vl
     """One multi-node cluster (a 0-CPU head), three shapes in turn: 2 x 2 CPU and 1 x 2 CPU lose
     their last worker node in every phase (ingest, dedup on the Ray engine, caption, write) and
     get a fresh one of its size (on 1 x 2 CPU the run has no CPU at all until it joins); 3 x 1
-    CPU, where actors of 0.67 CPU once starved every task, loses one in caption with source,
+    CPU, where actors of 0.67 CPU once starved every task, loses one in every phase too, with source,
     staging (`output.work_dir`) and output all on S3, so no node reads another's files. Each run
     completes with every input once and output byte-identical to the one-node run's."""
     from curate.jobs import load_job
@@ -78,7 +78,7 @@ def test_small_clusters_lose_a_node_in_each_phase_and_finish_identically(tiny_vl
     three.write_text(yaml.safe_dump(job))
     groups = [("2,2", PHASES, fault_job("nodes2x2", str(tmp_path / "out2x2"), dedup={"engine": "ray"})),
               ("2", PHASES, fault_job("nodes1x2", str(tmp_path / "out1x2"), dedup={"engine": "ray"})),
-              ("1,1,1", "caption", three)]
+              ("1,1,1", PHASES, three)]
     args = [a for shape, phases, path in groups for a in (shape, phases, str(path), str(path.with_suffix(".json")))]
     repo = Path(__file__).parents[1]
     proc = subprocess.run([sys.executable, "-m", "tests.multinode", *args],   # cwd: the S3 run's .curate/ lands in tmp_path
