@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,7 @@ class Input:
     note: str | None = None                    # kept in the row's detail (e.g. why its alt text was refused)
 
 
-class Datasource:
+class Datasource(ABC):
     """One configured source, shaped like Ray Data's Datasource or img2dataset's reader:
     `list()` runs on the driver and says what the source holds (an INPUTS table, in a stable
     order); `open(row)` runs in a worker and turns one listed row into an `Input` whose reader
@@ -80,8 +81,9 @@ class Datasource:
         self.max_bytes = job.ingest.max_bytes
         self.session = session   # the ingest task's HTTP session (URL lists only)
 
+    @abstractmethod
     def list(self) -> pa.Table:
-        raise NotImplementedError
+        """Every input (or container, for streaming sources) as INPUTS rows, on the driver."""
 
     def open(self, row: dict) -> Input:
         """A listed file or object: refused when listed (`error`), else opened by `reader(row)`."""
@@ -98,11 +100,12 @@ class Datasource:
         return inp
 
     def reader(self, row: dict) -> Reader:
-        raise NotImplementedError
+        """The reader of one listed file or object (sources whose rows are inputs)."""
+        raise TypeError(f"{type(self).__name__} lists containers: its inputs come from stream(), not open()")
 
     def stream(self, uri: str, limit: int | None) -> Iterator[Input]:
         """The inputs of one listed container (streaming sources only), at most `limit`."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} lists its inputs: open() them, there is no container to stream")
 
 
 def wanted(name: str, exts: list[str]) -> bool:
