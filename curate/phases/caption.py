@@ -28,6 +28,7 @@ from curate.imaging import decode_for_model
 from curate.phases.rejects import rejects_from
 from curate.phases.restage import restage_missing
 from curate.sources import stored_bytes
+from curate.staging import store_for
 from curate.storage import RunDir, read_parquet_dir, staged_rows, write_parquet_atomic
 from schemas.job import CaptionerConfig, Job
 from schemas.reasons import Reason
@@ -68,13 +69,14 @@ def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: t
     job = Job.model_validate_json(job_json)
     raw_columns = [f"{kind}_{name}" for name in reuse for kind in ("raw", "err", "finish")]
     embedded = "embedding" in batch.column_names
+    store = store_for(job, root)
     rows = []
     for row in batch.select(["unit", "key", "alt", "uri", "source", "blob", "changed", *raw_columns,
                              *(["embedding"] if embedded else [])]).to_pylist():
         image, error, reason = None, row["changed"], Reason.SOURCE_CHANGED
         if error is None:
             try:
-                image = decode_for_model(stored_bytes(row, job, Path(root)), side)
+                image = decode_for_model(stored_bytes(row, job, Path(root), store), side)
             except Exception as exc:
                 error, reason = f"{type(exc).__name__}: {exc}", Reason.READ_ERROR
         out = prepared_row(row["unit"], row["key"], row["alt"], image, error, reason, row.get("embedding"))

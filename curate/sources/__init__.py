@@ -141,11 +141,12 @@ def rejected_input_bytes(row: dict, job: Job, run) -> bytes:
         return reread(staged[0]["uri"], job, int(staged[0]["source"].split(":")[1]))
 
 
-def stored_bytes(row: dict, job: Job, root: Path) -> bytes:
+def stored_bytes(row: dict, job: Job, root: Path, store=None) -> bytes:
     """An ingested input's bytes for later phases: one ranged read of its staged copy (a row of a
-    run from before staging covered every source has none: its source is read again)."""
+    run from before staging covered every source has none: its source is read again). Pass the
+    run's `store` when reading many: an S3 store is one client, not one per image."""
     from curate.staging import store_for
 
     if row.get("blob"):
-        return store_for(job, root).read(row["blob"])
+        return (store or store_for(job, root)).read(row["blob"])
     return reread(row["uri"], job, int(row["source"].split(":")[1]))
