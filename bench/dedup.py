@@ -308,7 +308,7 @@ def make_copy(kind: str, img, rng):
 
 def ingest_like(img, quality: int, cost: list | None = None) -> dict:
     """What ingest computes for dedup from a picture saved as JPEG: hashes and quality signals.
-    `cost` receives (CPU s of every hash ingest computes, of those without the 256-bit pHash)."""
+    `cost` receives (CPU s of every hash ingest computes, of those without the window hashes)."""
     from curate import imaging
     from filters.quality import signals
 
@@ -321,9 +321,9 @@ def ingest_like(img, quality: int, cost: list | None = None) -> dict:
     row = {**imaging.dedup_hashes(work), "phash": imaging.phash64(work), "dhash": imaging.dhash64(work)}
     hashes_s = time.process_time() - t
     if cost is not None:
-        core = work.crop(imaging.content_box(work))
+        from filters.windows import window_hashes
         t = time.process_time()
-        imaging.phash_long(core)
+        window_hashes(work)
         cost.append((hashes_s, hashes_s - (time.process_time() - t)))
     q = signals(work)
     return {**row, "pixels": header.width * header.height, "jpeg_quality": header.jpeg_quality, "letterbox": q["letterbox"],
@@ -334,6 +334,7 @@ def copy_kinds() -> None:
     from curate.sample import render
     from filters.dedup import collapse, deduplicate
     from filters.mih import Hashes, long_words, near_pairs
+    from filters.windows import unpack as windows_unpack
 
     originals = int(os.environ.get("BENCH_DEDUP_ORIGINALS", "300"))
     rng = np.random.default_rng(0)
@@ -359,7 +360,7 @@ def copy_kinds() -> None:
             kind_of.append("layout")
     hashing_s = time.perf_counter() - t
     n = len(rows)
-    col = {c: [r[c] for r in rows] if c == "phash_long" else np.array([r[c] for r in rows]) for c in rows[0]}  # (bytes in numpy lose trailing zeros)
+    col = {c: [r[c] for r in rows] if c in ("phash_long", "windows") else np.array([r[c] for r in rows]) for c in rows[0]}  # (bytes in numpy lose trailing zeros)
     # keys in a seeded random order: the last tie-break (smallest key) must not favour originals
     keys = np.array([f"i{i:06d}" for i in range(n)])[np.random.default_rng(1).permutation(n)]
     index_of = {key: i for i, key in enumerate(keys)}
@@ -411,7 +412,7 @@ def copy_kinds() -> None:
     print(f"kinds of copy: {originals} generated originals (seed 0) x {len(KINDS)} kinds + {pairs} pairs sharing a layout, "
           f"{n:,} images hashed in {hashing_s:.0f} s")
     full, short = np.array(cost).sum(axis=0)
-    print(f"  ingest hashing CPU per original: {1000 * full / len(cost):.2f} ms with the 256-bit pHash, "
+    print(f"  ingest hashing CPU per original: {1000 * full / len(cost):.2f} ms with the window hashes, "
           f"{1000 * short / len(cost):.2f} ms without it (+{100 * (full / short - 1):.0f}%)")
     long, known = long_words(col["phash_long"])
     h = Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known)
@@ -424,12 +425,14 @@ def copy_kinds() -> None:
         dist = np.sort(h.long_distance(a, b, mirrored)[inside])
         print(f"  {kind:<8} pairs within pHash<={K} and dHash<={KD}: {inside.sum():3d} of {len(a)}; 256-bit distance "
               + (f"min {dist[0]}, median {int(np.median(dist))}, max {dist[-1]}, above 80: {np.count_nonzero(dist > 80)}" if len(dist) else "-"))
-    evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, 256-bit pHash<=80, leader clusters, best-copy rule)",
+    evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, window hashes, 256-bit pHash<=80, "
+             "leader clusters, best-copy rule)",
+             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known,
+                    *windows_unpack(col["windows"])),
+             letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
+    evaluate("the same without window hashes (the previous rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
-    evaluate("the same without the 256-bit pHash (the previous rule)",
-             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"]),
-             letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"])
     evaluate(f"without the added hashes (whole-picture pHash<={K} + dHash<={KD}, no mirror, most pixels first)",
              Hashes(col["phash"], col["dhash"]))
 

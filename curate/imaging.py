@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from filters.quality import jpeg_quality
+from filters.windows import window_hashes
 from schemas.reasons import InputError, Reason
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -373,7 +374,7 @@ def content_hashes(data: bytes, img: Image.Image) -> dict:
 
 def dedup_hashes(img: Image.Image) -> dict[str, int | bytes]:
     """pHash and dHash of the picture with its borders trimmed, as shown and mirrored left-right,
-    and its 256-bit pHash.
+    its 256-bit pHash, and its window hashes (`filters.windows`: crops and small turns).
 
     Dedup compares these: an added border or letterbox leaves them unchanged, and a mirrored
     copy's hashes match the original's mirrored ones.
@@ -381,4 +382,5 @@ def dedup_hashes(img: Image.Image) -> dict[str, int | bytes]:
     core = img.crop(content_box(img))
     mirror = ImageOps.mirror(core)
     return {"phash_core": phash64(core), "dhash_core": dhash64(core),
-            "phash_mirror": phash64(mirror), "dhash_mirror": dhash64(mirror), "phash_long": phash_long(core)}
+            "phash_mirror": phash64(mirror), "dhash_mirror": dhash64(mirror), "phash_long": phash_long(core),
+            "windows": window_hashes(img)}

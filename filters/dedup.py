@@ -6,7 +6,9 @@ optional semantic (CLIP cosine >= t), and against earlier runs' hash indexes.
    a hash repeated 100k times costs one sort, not 100k^2 / 2 pairs.
 2. Near pairs are searched among the distinct nodes and confirmed on both 64-bit hashes, then
    on the 256-bit pHash where both sides have one: it keeps apart different pictures on one
-   background (layout), which the 64-bit hashes cannot tell apart.
+   background (layout), which the 64-bit hashes cannot tell apart. Crops and small turns,
+   which move the whole-picture hashes too far, are searched the same way among window hashes
+   (`filters.windows`, `filters.mih.window_pairs`) and confirmed by the same three signals.
 3. Clusters are leader clusters, not connected components: nodes are visited best copy first,
    and a node joins the best already-chosen representative it is confirmed near to, else it
    becomes one. Every dropped sample is within the radius of its own representative; A~B~C
@@ -28,13 +30,15 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from filters.mih import LONG_MIRROR, Hashes, Pairs, near_pairs
+from filters.mih import LONG_MIRROR, Hashes, Pairs, near_pairs, window_pairs
+from filters.windows import INSERTS, MIRRORED
 from schemas.reasons import Reason
 from schemas.record import DEDUP
 
 BORDERED = 0.02        # letterbox fraction above which a copy counts as bordered
 QUALITY_PLATEAU = 90   # JPEG qualities at or above this are not told apart
 LONG_DISTANCE = 80     # 256-bit pHash distance at or below which a near pair is confirmed (bench/dedup)
+WINDOW_LONG_DISTANCE = 70  # the same for a window match: aligned windows of copies lie closer (bench/dedup)
 COLOUR_WEIGHT = 100    # bits of 256-bit pHash distance to the consensus worth a 1.0 relative colour change
 
 
@@ -145,15 +149,18 @@ def off_colour(group: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return out
 
 
-def mirrored_to(rep: np.ndarray, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
-    """Per node, whether it matched its representative `rep` mirrored (edges i-j with flags)."""
+def edge_to(rep: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Per node, the index of the edge (i-j) joining it to its representative `rep`; -1 for a
+    representative itself or where no edge joins them."""
     n = len(rep)
+    if len(i) == 0:
+        return np.full(n, -1)
     code = np.minimum(i, j) * n + np.maximum(i, j)
     order = np.argsort(code)
     want = np.minimum(np.arange(n), rep) * n + np.maximum(np.arange(n), rep)
-    at = np.clip(np.searchsorted(code[order], want), 0, max(len(code) - 1, 0))
-    hit = (rep != np.arange(n)) & (code[order][at] == want) if len(code) else np.zeros(n, bool)
-    return hit & (mirrored[order][at] if len(code) else False)
+    at = np.clip(np.searchsorted(code[order], want), 0, len(code) - 1)
+    hit = (rep != np.arange(n)) & (code[order][at] == want)
+    return np.where(hit, order[at], -1)
 
 
 def leader_clusters(n: int, i: np.ndarray, j: np.ndarray, rank: np.ndarray) -> np.ndarray:
@@ -183,6 +190,7 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
                 *, exact: bool = True, near: bool = True, k: int = 10, kd: int = 12,
                 embeddings: np.ndarray | None = None, semantic_threshold: float | None = None, prior: int = 0,
                 pair_finder: Callable[[Hashes, int, int], Pairs] = near_pairs, kl: int = LONG_DISTANCE,
+                kw: int = WINDOW_LONG_DISTANCE,
                 stats: dict | None = None, colour: np.ndarray | None = None) -> pa.Table:
     """Decisions for every input. The first `prior` inputs come from earlier runs: they are
     never dropped and win their clusters; rows are returned for the others only. `stats`, when
@@ -198,24 +206,23 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
     nodes = node.max() + 1
     first = np.empty(nodes, np.int64)
     first[node[::-1]] = np.arange(n)[::-1]      # one input of each node stands for its hashes
-    ei, ej, em = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, bool)]
+    edges = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool), np.empty(0, np.int64))]
     if near and nodes > 1:
         found = pair_finder(node_hashes := hashes.take(first), k, kd)
         fine = node_hashes.long_distance(found.i, found.j, found.mirrored)
         ok = fine <= kl                          # -1: a side without the 256-bit hash
+        crops = window_pairs(node_hashes, k, kd, kw, len(INSERTS), MIRRORED)
         if stats is not None:
-            stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)))
-        ei.append(found.i[ok])
-        ej.append(found.j[ok])
-        em.append(found.mirrored[ok])
+            stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)),
+                         **{f"window_{name}": value for name, value in crops.stats.items()})
+        edges.append((found.i[ok], found.j[ok], found.mirrored[ok], found.pdist[ok].astype(np.int64)))
+        edges.append((crops.i, crops.j, crops.mirrored, crops.pdist.astype(np.int64)))
     if semantic_threshold is not None and embeddings is not None:
         si, sj = semantic_pairs(embeddings, semantic_threshold)
-        ei.append(node[si])
-        ej.append(node[sj])
-        em.append(np.zeros(len(si), bool))
-    ei, ej, em = np.concatenate(ei), np.concatenate(ej), np.concatenate(em)
+        edges.append((node[si], node[sj], np.zeros(len(si), bool), np.full(len(si), -1)))  # -1: not a hash match
+    ei, ej, em, edist = (np.concatenate(c) for c in zip(*edges))
     apart = ei != ej
-    ei, ej, em = ei[apart], ej[apart], em[apart]
+    ei, ej, em, edist = ei[apart], ej[apart], em[apart], edist[apart]
     letterbox = none if letterbox is None else letterbox
     jpeg_quality = none if jpeg_quality is None else jpeg_quality
 
@@ -228,7 +235,8 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
         return by_rank[node_rank], leader_clusters(nodes, ei, ej, node_rank)   # best copy of each node, rep
     leader, rep_node = cluster(None)
     if near and hashes.long is not None and len(ei):  # again, each group's copy nearest its consensus first
-        flip = mirrored_to(rep_node, ei, ej, em)[node]
+        at = edge_to(rep_node, ei, ej)
+        flip = ((at >= 0) & np.append(em, False)[at])[node]     # matched its representative mirrored
         aligned = hashes.long ^ np.where(flip[:, None], LONG_MIRROR[None, :], np.uint64(0))
         group = rep_node[node]
         off = off_consensus(group, aligned, hashes.long_known)
@@ -236,8 +244,10 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
     rep = leader[rep_node[node]]
     dropped = rep != np.arange(n)
     in_cluster = np.bincount(rep, minlength=n)[rep] > 1
-    pdist = _phash_distance(hashes, rep) if near else np.zeros(n, np.int64)
-    near_rep = (node == node[rep]) | (_confirmed(hashes, rep, k, kd) if near else False)
+    at = edge_to(rep_node, ei, ej)               # the edge that joined each node to its representative
+    node_dist = np.where(at >= 0, np.append(edist, -1)[at], -1)
+    pdist = np.where(node == node[rep], 0, node_dist[node])  # -1: joined by its embedding only
+    near_rep = pdist >= 0
     reason = np.full(n, None, dtype=object)
     reason[dropped] = Reason.SEMANTIC_DUPLICATE.value
     reason[dropped & near_rep] = Reason.NEAR_DUPLICATE.value
@@ -253,18 +263,3 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
         "near_duplicate_of": pa.array(np.where(dropped, rep_key.astype(object), None)[own], pa.string()),
         "distance": pa.array(np.where(dropped & near_rep, pdist, None)[own], pa.int32()),
     }, schema=DEDUP)
-
-
-def _phash_distance(h: Hashes, rep: np.ndarray) -> np.ndarray:
-    """pHash distance to the representative, as shown or mirrored, whichever is closer."""
-    dist = np.bitwise_count(h.p ^ h.p[rep])
-    if h.pm is not None:
-        dist = np.minimum(dist, np.bitwise_count(h.p ^ h.pm[rep]))
-    return dist.astype(np.int64)
-
-
-def _confirmed(h: Hashes, rep: np.ndarray, k: int, kd: int) -> np.ndarray:
-    ok = (np.bitwise_count(h.p ^ h.p[rep]) <= k) & (np.bitwise_count(h.d ^ h.d[rep]) <= kd)
-    if h.pm is not None:
-        ok |= (np.bitwise_count(h.p ^ h.pm[rep]) <= k) & (np.bitwise_count(h.d ^ h.dm[rep]) <= kd)
-    return ok

@@ -33,25 +33,32 @@ _ODD_COLUMNS[:, 1::2] = True
 LONG_MIRROR = np.frombuffer(np.packbits(_ODD_COLUMNS).tobytes(), np.uint64)
 
 
-def long_words(values) -> tuple[np.ndarray, np.ndarray]:
-    """(n x 4 words, known) from 32-byte hashes (a list, or an Arrow binary(32) column), None
-    where missing (an earlier run's index)."""
+def fixed_bytes(values, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n x width bytes, known) from values of `width` bytes each (a list, or an Arrow binary
+    column), None or another length where missing (an earlier run's index)."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         col = pa.concat_arrays(values.chunks) if isinstance(values, pa.ChunkedArray) else values
-        if len(col) == 0 or not pa.types.is_fixed_size_binary(col.type):
-            return long_words(col.to_pylist())
-        words = np.frombuffer(col.buffers()[1], np.uint64)[4 * col.offset:4 * (col.offset + len(col))].reshape(-1, 4)
-        return words.copy(), col.is_valid().to_numpy(zero_copy_only=False)
+        if len(col) == 0 or col.type != pa.binary(width):
+            return fixed_bytes(col.to_pylist(), width)
+        raw = np.frombuffer(col.buffers()[1], np.uint8)[width * col.offset:width * (col.offset + len(col))]
+        return raw.reshape(-1, width).copy(), col.is_valid().to_numpy(zero_copy_only=False)
     values = list(values)
-    known = np.array([v is not None and len(v) == 32 for v in values], bool)
-    raw = b"".join(v if ok else bytes(32) for v, ok in zip(values, known))
-    return np.frombuffer(raw, np.uint64).reshape(-1, 4).copy(), known
+    known = np.array([v is not None and len(v) == width for v in values], bool)
+    raw = b"".join(v if ok else bytes(width) for v, ok in zip(values, known))
+    return np.frombuffer(raw, np.uint8).reshape(-1, width).copy(), known
+
+
+def long_words(values) -> tuple[np.ndarray, np.ndarray]:
+    """(n x 4 words, known) from 32-byte hashes (`fixed_bytes`)."""
+    raw, known = fixed_bytes(values, 32)
+    return raw.view(np.uint64), known
 
 
 @dataclass
 class Hashes:
     """Per picture: pHash and dHash as shown (`p`, `d`) and of the mirror image (`pm`, `dm`);
-    optionally the 256-bit pHash as four words (`long`, n x 4) and where it is known."""
+    optionally the 256-bit pHash as four words (`long`, n x 4) and where it is known; optionally
+    its window hashes (`filters.windows`: pHash, dHash n x W, 256-bit n x W x 4) and where known."""
 
     p: np.ndarray
     d: np.ndarray
@@ -59,14 +66,20 @@ class Hashes:
     dm: np.ndarray | None = None
     long: np.ndarray | None = None
     long_known: np.ndarray | None = None
+    wp: np.ndarray | None = None
+    wd: np.ndarray | None = None
+    wlong: np.ndarray | None = None
+    w_known: np.ndarray | None = None
 
     def __post_init__(self):
-        for name in ("p", "d", "pm", "dm", "long"):
+        for name in ("p", "d", "pm", "dm", "long", "wp", "wd", "wlong"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, np.ascontiguousarray(value, dtype=np.uint64))
         if self.long is not None and self.long_known is None:
             self.long_known = np.ones(len(self.p), bool)
+        if self.wp is not None and self.w_known is None:
+            self.w_known = np.ones(len(self.p), bool)
 
     def __len__(self) -> int:
         return len(self.p)
@@ -74,7 +87,8 @@ class Hashes:
     def take(self, idx: np.ndarray) -> Hashes:
         def pick(a):
             return None if a is None else a[idx]
-        return Hashes(self.p[idx], self.d[idx], pick(self.pm), pick(self.dm), pick(self.long), pick(self.long_known))
+        return Hashes(self.p[idx], self.d[idx], pick(self.pm), pick(self.dm), pick(self.long), pick(self.long_known),
+                      pick(self.wp), pick(self.wd), pick(self.wlong), pick(self.w_known))
 
     def long_distance(self, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
         """256-bit pHash distance of pairs (one side mirrored where `mirrored`); -1 where either
@@ -164,6 +178,45 @@ def near_pairs(h: Hashes, k: int, kd: int, m1: int | None = None, m2: int | None
     found = [keyed_pairs(key, idx, flipped, all_p, all_d, k, kd, stats, window, chunk, key_bits(m1, m2))
              for key in band_keys(all_p, all_d, m1, m2)]
     return merge_pairs([f for part in found for f in part], n, stats)
+
+
+def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, mirrored: int, window: int = 256,
+                 chunk: int = 1 << 22) -> Pairs:
+    """Pairs in which one picture's inserted window (`filters.windows`: the first `inserts`) and
+    the other's queried window are within (k, kd) bits on their 64-bit hashes and within kl on
+    their 256-bit pHashes: one is a crop or a small turn of the other (mirrored where the query
+    window is one of the mirror image's, from `mirrored` on). Searched like `near_pairs`,
+    with every (picture, window) as a record; only insert-query records are paired."""
+    n = len(h)
+    rows = np.flatnonzero(h.w_known) if h.wp is not None else np.empty(0, np.int64)
+    stats: dict = {}
+    if len(rows) < 2:
+        return merge_pairs([], n, stats)
+    w = h.wp.shape[1]
+    idx, slot = np.repeat(rows, w), np.tile(np.arange(w), len(rows))
+    insert = slot < inserts
+    p, d = h.wp[rows].ravel(), h.wd[rows].ravel()
+    m1, m2 = plan(len(p), k, kd, mirror=False)
+    stats.update(m1=m1, m2=m2, tables=m1 * m2)
+    found = []
+    for key in band_keys(p, d, m1, m2):
+        rec, keys = _sharing_a_key(key, p, key_bits(m1, m2))
+        a, b = _within_runs(keys, window)
+        for s in range(0, len(a), chunk):
+            ra, rb = rec[a[s:s + chunk]], rec[b[s:s + chunk]]
+            keep = (idx[ra] != idx[rb]) & (insert[ra] != insert[rb])
+            ra, rb = ra[keep], rb[keep]
+            pd = np.bitwise_count(p[ra] ^ p[rb]).astype(np.int16)
+            dd = np.bitwise_count(d[ra] ^ d[rb]).astype(np.int16)
+            ok = np.flatnonzero((pd <= k) & (dd <= kd))
+            fine = np.bitwise_count(h.wlong[idx[ra[ok]], slot[ra[ok]]] ^ h.wlong[idx[rb[ok]], slot[rb[ok]]]).sum(axis=1)
+            ok = ok[fine <= kl]
+            stats["candidates"] = stats.get("candidates", 0) + len(ra)
+            stats["confirmed"] = stats.get("confirmed", 0) + len(ok)
+            ia, ib = idx[ra[ok]], idx[rb[ok]]
+            flipped = np.maximum(slot[ra[ok]], slot[rb[ok]]) >= mirrored
+            found.append((np.minimum(ia, ib), np.maximum(ia, ib), pd[ok], dd[ok], flipped))
+    return merge_pairs(found, n, stats)
 
 
 def band_keys(p: np.ndarray, d: np.ndarray, m1: int, m2: int):

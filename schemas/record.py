@@ -5,6 +5,8 @@ The index row and the `{key}.json` in the tar carry the same field names (the re
 
 import pyarrow as pa
 
+from filters.windows import WINDOW_BYTES, WINDOWS
+
 # Row status values beside the Reason codes (schemas.reasons): what a phase hands on.
 STAGED = "staged"          # an ingest row that passed every gate (dedup and caption read these)
 CAPTIONED_OK = "captioned"  # a caption row that write turns into a sample
@@ -44,6 +46,7 @@ INGESTED = pa.schema([
     ("phash_mirror", pa.uint64()),    # the same, of its left-right mirror image
     ("dhash_mirror", pa.uint64()),
     ("phash_long", pa.binary(32)),    # 256-bit pHash of the picture inside its borders (confirms near pairs)
+    ("windows", pa.binary(WINDOWS * WINDOW_BYTES)),  # hashes of windows of the picture (filters.windows: crops, turns)
     ("aesthetic", pa.float32()),
     ("nsfw", pa.float32()),           # heads on the same embedding (filters.safety), when set
     ("watermark", pa.float32()),
@@ -63,10 +66,10 @@ INGESTED = pa.schema([
 WITH_PIXELS = INGESTED.append(pa.field("pixels", pa.binary())).append(pa.field("pixels_shape", pa.list_(pa.int32())))
 
 # The hashes dedup compares, and hashes.parquet (the next run's dedup.against).
-DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror", "phash_long"]
+DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror", "phash_long", "windows"]
 HASHES = pa.schema([("key", pa.string()), ("sha256", pa.string()), ("phash", pa.uint64()), ("pixels", pa.int64()),
                     ("aesthetic", pa.float32()), ("run", pa.string()),
-                    *[(c, pa.binary(32) if c == "phash_long" else pa.uint64()) for c in DEDUP_HASHES]])
+                    *[INGESTED.field(c) for c in DEDUP_HASHES]])
 
 # Dedup decision for every staged sample.
 DEDUP = pa.schema([

@@ -18,6 +18,7 @@ from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, staged_rows, write_parquet_atomic
 from filters.dedup import deduplicate
 from filters.gates import below_top_fraction
+from filters.windows import unpack as windows_unpack
 from filters.mih import (
     Hashes,
     Pairs,
@@ -52,12 +53,13 @@ def prior_hashes(paths: list[str]) -> pa.Table:
 def dedup_hashes(table: pa.Table) -> Hashes:
     """The border-trimmed (and mirrored) hashes dedup compares; rows without them (earlier
     runs' indexes from before they existed) fall back to the whole-picture pHash/dHash, and
-    are not checked on the 256-bit pHash."""
+    are not checked on the 256-bit pHash nor searched by window (crops)."""
     def col(name: str, fallback: str) -> np.ndarray:
         return pc.coalesce(table[name], table[fallback]).to_numpy(zero_copy_only=False).astype(np.uint64)
     long, known = long_words(table["phash_long"]) if "phash_long" in table.column_names else (None, None)
+    windows = windows_unpack(table["windows"]) if "windows" in table.column_names else (None,) * 4
     return Hashes(col("phash_core", "phash"), col("dhash_core", "dhash"),
-                  col("phash_mirror", "phash"), col("dhash_mirror", "dhash"), long, known)
+                  col("phash_mirror", "phash"), col("dhash_mirror", "dhash"), long, known, *windows)
 
 
 def emit_band_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
