@@ -37,8 +37,8 @@ from schemas.record import DEDUP
 
 BORDERED = 0.02        # letterbox fraction above which a copy counts as bordered
 QUALITY_PLATEAU = 90   # JPEG qualities at or above this are not told apart
-LONG_DISTANCE = 80     # 256-bit pHash distance at or below which a near pair is confirmed (bench/dedup)
-WINDOW_LONG_DISTANCE = 70  # the same for a window match: aligned windows of copies lie closer (bench/dedup)
+LONG_DISTANCE = 72     # 256-bit pHash distance at or below which a near pair is confirmed (bench/dedup)
+WINDOW_LONG_DISTANCE = 75  # the same for a window match (bench/dedup)
 COLOUR_WEIGHT = 100    # bits of 256-bit pHash distance to the consensus worth a 1.0 relative colour change
 
 
@@ -190,7 +190,7 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
                 *, exact: bool = True, near: bool = True, k: int = 10, kd: int = 12,
                 embeddings: np.ndarray | None = None, semantic_threshold: float | None = None, prior: int = 0,
                 pair_finder: Callable[[Hashes, int, int], Pairs] = near_pairs, kl: int = LONG_DISTANCE,
-                kw: int = WINDOW_LONG_DISTANCE,
+                kw: int | None = WINDOW_LONG_DISTANCE,
                 stats: dict | None = None, colour: np.ndarray | None = None) -> pa.Table:
     """Decisions for every input. The first `prior` inputs come from earlier runs: they are
     never dropped and win their clusters; rows are returned for the others only. `stats`, when
@@ -208,15 +208,17 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
     first[node[::-1]] = np.arange(n)[::-1]      # one input of each node stands for its hashes
     edges = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool), np.empty(0, np.int64))]
     if near and nodes > 1:
-        found = pair_finder(node_hashes := hashes.take(first), k, kd)
+        found = pair_finder(node_hashes := hashes.take(first, windows=False), k, kd)
         fine = node_hashes.long_distance(found.i, found.j, found.mirrored)
         ok = fine <= kl                          # -1: a side without the 256-bit hash
-        crops = window_pairs(node_hashes, k, kd, kw, len(INSERTS), MIRRORED)
-        if stats is not None:
-            stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)),
-                         **{f"window_{name}": value for name, value in crops.stats.items()})
         edges.append((found.i[ok], found.j[ok], found.mirrored[ok], found.pdist[ok].astype(np.int64)))
-        edges.append((crops.i, crops.j, crops.mirrored, crops.pdist.astype(np.int64)))
+        if stats is not None:
+            stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)))
+        if kw is not None:
+            crops = window_pairs(hashes, k, kd, kw, len(INSERTS), MIRRORED, of=first)
+            edges.append((crops.i, crops.j, crops.mirrored, crops.pdist.astype(np.int64)))
+            if stats is not None:
+                stats.update({f"window_{name}": value for name, value in crops.stats.items()})
     if semantic_threshold is not None and embeddings is not None:
         si, sj = semantic_pairs(embeddings, semantic_threshold)
         edges.append((node[si], node[sj], np.zeros(len(si), bool), np.full(len(si), -1)))  # -1: not a hash match

@@ -84,11 +84,11 @@ class Hashes:
     def __len__(self) -> int:
         return len(self.p)
 
-    def take(self, idx: np.ndarray) -> Hashes:
+    def take(self, idx: np.ndarray, windows: bool = True) -> Hashes:
         def pick(a):
             return None if a is None else a[idx]
         return Hashes(self.p[idx], self.d[idx], pick(self.pm), pick(self.dm), pick(self.long), pick(self.long_known),
-                      pick(self.wp), pick(self.wd), pick(self.wlong), pick(self.w_known))
+                      *((pick(self.wp), pick(self.wd), pick(self.wlong), pick(self.w_known)) if windows else ()))
 
     def long_distance(self, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
         """256-bit pHash distance of pairs (one side mirrored where `mirrored`); -1 where either
@@ -180,41 +180,44 @@ def near_pairs(h: Hashes, k: int, kd: int, m1: int | None = None, m2: int | None
     return merge_pairs([f for part in found for f in part], n, stats)
 
 
-def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, mirrored: int, window: int = 256,
-                 chunk: int = 1 << 22) -> Pairs:
+def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, mirrored: int, of: np.ndarray | None = None,
+                 window: int = 256, chunk: int = 1 << 22) -> Pairs:
     """Pairs in which one picture's inserted window (`filters.windows`: the first `inserts`) and
     the other's queried window are within (k, kd) bits on their 64-bit hashes and within kl on
     their 256-bit pHashes: one is a crop or a small turn of the other (mirrored where the query
-    window is one of the mirror image's, from `mirrored` on). Searched like `near_pairs`,
-    with every (picture, window) as a record; only insert-query records are paired."""
-    n = len(h)
-    rows = np.flatnonzero(h.w_known) if h.wp is not None else np.empty(0, np.int64)
+    window is one of the mirror image's, from `mirrored` on). Searched like `near_pairs`, with
+    every (picture, window) as a record; only insert-query records are paired. `of`: the input
+    standing for each node (pairs are between nodes); by default every input is its own node."""
+    of = np.arange(len(h)) if of is None else of
+    n = len(of)
+    nodes = np.flatnonzero(h.w_known[of]) if h.wp is not None else np.empty(0, np.int64)
     stats: dict = {}
-    if len(rows) < 2:
+    if len(nodes) < 2:
         return merge_pairs([], n, stats)
     w = h.wp.shape[1]
-    idx, slot = np.repeat(rows, w), np.tile(np.arange(w), len(rows))
-    insert = slot < inserts
-    p, d = h.wp[rows].ravel(), h.wd[rows].ravel()
+    src = of[nodes]
+    p, d = h.wp[src].ravel(), h.wd[src].ravel()     # record r: window r % w of node nodes[r // w]
     m1, m2 = plan(len(p), k, kd, mirror=False)
     stats.update(m1=m1, m2=m2, tables=m1 * m2)
     found = []
     for key in band_keys(p, d, m1, m2):
         rec, keys = _sharing_a_key(key, p, key_bits(m1, m2))
+        del key
         a, b = _within_runs(keys, window)
         for s in range(0, len(a), chunk):
             ra, rb = rec[a[s:s + chunk]], rec[b[s:s + chunk]]
-            keep = (idx[ra] != idx[rb]) & (insert[ra] != insert[rb])
+            keep = (ra // w != rb // w) & ((ra % w < inserts) != (rb % w < inserts))
             ra, rb = ra[keep], rb[keep]
             pd = np.bitwise_count(p[ra] ^ p[rb]).astype(np.int16)
             dd = np.bitwise_count(d[ra] ^ d[rb]).astype(np.int16)
             ok = np.flatnonzero((pd <= k) & (dd <= kd))
-            fine = np.bitwise_count(h.wlong[idx[ra[ok]], slot[ra[ok]]] ^ h.wlong[idx[rb[ok]], slot[rb[ok]]]).sum(axis=1)
-            ok = ok[fine <= kl]
-            stats["candidates"] = stats.get("candidates", 0) + len(ra)
-            stats["confirmed"] = stats.get("confirmed", 0) + len(ok)
-            ia, ib = idx[ra[ok]], idx[rb[ok]]
-            flipped = np.maximum(slot[ra[ok]], slot[rb[ok]]) >= mirrored
+            ra, rb, pd, dd = ra[ok], rb[ok], pd[ok], dd[ok]
+            fine = np.bitwise_count(h.wlong[src[ra // w], ra % w] ^ h.wlong[src[rb // w], rb % w]).sum(axis=1)
+            ok = fine <= kl
+            stats["candidates"] = stats.get("candidates", 0) + len(keep)
+            stats["confirmed"] = stats.get("confirmed", 0) + int(ok.sum())
+            ia, ib = nodes[ra[ok] // w], nodes[rb[ok] // w]
+            flipped = np.maximum(ra[ok] % w, rb[ok] % w) >= mirrored
             found.append((np.minimum(ia, ib), np.maximum(ia, ib), pd[ok], dd[ok], flipped))
     return merge_pairs(found, n, stats)
 

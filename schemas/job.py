@@ -214,8 +214,12 @@ class DedupConfig(Strict):
     max_distance: int = Field(10, ge=0, le=32, description="pHash Hamming distance k at or below which two images may be near-duplicates.")
     confirm_distance: int = Field(12, ge=0, le=32, description="dHash Hamming distance at or below which a pHash match is confirmed: "
                                   "the second, independent hash that keeps chance pHash collisions (hundreds of thousands at 10M) apart.")
-    long_distance: int = Field(80, ge=0, le=256, description="256-bit pHash distance at or below which a pair confirmed on both "
-                               "64-bit hashes is merged: keeps different pictures on one background apart.")
+    long_distance: int = Field(72, ge=0, le=256, description="256-bit pHash distance at or below which a pair confirmed on both "
+                               "64-bit hashes is merged: keeps different pictures on one background apart (bench/dedup).")
+    windows: bool = Field(True, description="Also search window hashes: finds crops (up to 10 % per side) and turns (up to "
+                          "5 degrees), whose whole-picture hashes move as far as a different picture's (filters.windows).")
+    window_distance: int = Field(75, ge=0, le=256, description="256-bit pHash distance at or below which a window match "
+                                 "(confirmed on both 64-bit hashes of the windows) is merged (bench/dedup).")
     engine: Literal["auto", "local", "ray"] = Field("auto", description="local: vectorised in the driver; ray: band grouping as a Ray Data shuffle; auto: by size.")
     local_max: int = Field(20_000_000, ge=1, description="auto uses the local engine up to this many hashes.")
     against: list[str] = Field(default_factory=list, description="Earlier runs (folders or their hashes.parquet): inputs duplicating them are dropped.")

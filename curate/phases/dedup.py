@@ -144,7 +144,8 @@ def run_dedup(job: Job, run: RunDir) -> dict:
         embeddings = np.stack(staged["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
     decisions = deduplicate(
         col("key"), col("sha256"), hashes, pixels, col("aesthetic"), letterbox, jpeg_quality, exact=cfg.exact,
-        near=cfg.near, k=cfg.max_distance, kd=cfg.confirm_distance, kl=cfg.long_distance, embeddings=embeddings,
+        near=cfg.near, k=cfg.max_distance, kd=cfg.confirm_distance, kl=cfg.long_distance,
+        kw=cfg.window_distance if cfg.windows else None, embeddings=embeddings,
         semantic_threshold=cfg.semantic.threshold if cfg.semantic.enabled else None, prior=prior.num_rows,
         pair_finder=near_pairs if engine == "local" else ray_near_pairs, colour=colour,
     )
