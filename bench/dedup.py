@@ -40,7 +40,8 @@ from math import comb
 
 import numpy as np
 
-from filters.dedup import LONG_DISTANCE, WINDOW_LONG_DISTANCE
+from filters.dedup import LONG_DISTANCE, OVERLAY_LONG_DISTANCE, WINDOW_LONG_DISTANCE
+from filters.mih import PHASH_SLACK
 
 K, KD = 10, 12   # the shipped jobs' dedup.max_distance and dedup.confirm_distance
 SIZES = [100_000, 1_000_000, 10_000_000]
@@ -334,8 +335,8 @@ def ingest_like(img, quality: int, cost: list | None = None) -> dict:
 
 def copy_kinds() -> None:
     from curate.sample import render
-    from filters.dedup import collapse, deduplicate
-    from filters.mih import Hashes, long_words, near_pairs
+    from filters.dedup import collapse, deduplicate, fine_confirmed
+    from filters.mih import Hashes, fixed_bytes, long_words, near_pairs
     from filters.windows import unpack as windows_unpack
 
     originals = int(os.environ.get("BENCH_DEDUP_ORIGINALS", "300"))
@@ -364,7 +365,8 @@ def copy_kinds() -> None:
             kind_of.append("layout")
     hashing_s = time.perf_counter() - t
     n = len(rows)
-    col = {c: [r[c] for r in rows] if c in ("phash_long", "windows") else np.array([r[c] for r in rows]) for c in rows[0]}  # (bytes in numpy lose trailing zeros)
+    col = {c: [r[c] for r in rows] if c in ("phash_long", "windows", "thumb") else np.array([r[c] for r in rows]) for c in rows[0]}
+    thumbs = fixed_bytes(col["thumb"], 256)[0].reshape(-1, 16, 16)  # (bytes in numpy lose trailing zeros)
     # keys in a seeded random order: the last tie-break (smallest key) must not favour originals
     keys = np.array([f"i{i:06d}" for i in range(n)])[np.random.default_rng(1).permutation(n)]
     index_of = {key: i for i, key in enumerate(keys)}
@@ -382,13 +384,14 @@ def copy_kinds() -> None:
         node = collapse(hashes, None, n)
         first = np.empty(node.max() + 1, np.int64)
         first[node[::-1]] = np.arange(n)[::-1]
-        pairs, fine = found["pairs"], found["hashes"].long_distance(found["pairs"].i, found["pairs"].j, found["pairs"].mirrored)
+        pairs, node_hashes = found["pairs"], found["hashes"]
         same = original_of[first[pairs.i]] == original_of[first[pairs.j]]
-        if (fine >= 0).any():
-            refused = fine > kw.get("kl", LONG_DISTANCE)
-            print(f"  pairs confirmed on pHash<={K} and dHash<={KD}: {len(same):,} ({np.count_nonzero(~same)} between different pictures); "
-                  f"the 256-bit pHash<={kw.get('kl', LONG_DISTANCE)} refuses {np.count_nonzero(refused & ~same)} of those and "
-                  f"{np.count_nonzero(refused & same)} between copies of one picture")
+        if node_hashes.long is not None:
+            refused = ~fine_confirmed(node_hashes, pairs.i, pairs.j, pairs.mirrored, kw.get("kl", LONG_DISTANCE))
+            print(f"  whole-picture pairs whose 64-bit hashes agree (pHash<={K} and dHash<={KD}, or pHash<={K + PHASH_SLACK} and "
+                  f"dHash<={KD // 2}): {len(same):,} ({np.count_nonzero(~same)} between different pictures); the 256-bit pHash<="
+                  f"{kw.get('kl', LONG_DISTANCE)} (or thumbnails, up to {OVERLAY_LONG_DISTANCE}) refuses "
+                  f"{np.count_nonzero(refused & ~same)} of those and {np.count_nonzero(refused & same)} between copies of one picture")
         print(f"  {'kind':<9}{'recall':>8}{'precision':>11}   (recall: copies in their original's cluster; precision: "
               f"pairs in one cluster that are copies of one picture)")
         same_cluster = rep[:, None] == rep[None, :]
@@ -413,7 +416,7 @@ def copy_kinds() -> None:
         print(f"  groups keeping the clean original: {np.mean(rep[groups] == groups):.3f} ({np.sum(rep[groups] == groups)}/{len(groups)}); "
               "kept copy by kind: " + ", ".join(f"{kind} {count}" for kind, count in zip(*np.unique(kind_of[rep[groups]], return_counts=True))))
 
-    print(f"kinds of copy: {originals} generated originals (seed 0) x {len(KINDS)} kinds + {pairs} pairs sharing a layout, "
+    print(f"kinds of copy: {originals} generated originals (seed {seed}) x {len(KINDS)} kinds + {pairs} pairs sharing a layout, "
           f"{n:,} images hashed in {hashing_s:.0f} s")
     full, short = np.array(cost).sum(axis=0)
     print(f"  ingest hashing CPU per original: {1000 * full / len(cost):.2f} ms with the window hashes, "
@@ -433,11 +436,11 @@ def copy_kinds() -> None:
              f"(windows {WINDOW_LONG_DISTANCE}), "
              "leader clusters, best-copy rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known,
-                    *windows_unpack(col["windows"])),
+                    *windows_unpack(col["windows"]), thumbs),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
-    evaluate("the same without window hashes (the previous rule)",
+    evaluate("without window hashes and thumbnails, 256-bit pHash<=80 (the previous session's rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known),
-             letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
+             letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"], kl=80, kw=None)
     evaluate(f"without the added hashes (whole-picture pHash<={K} + dHash<={KD}, no mirror, most pixels first)",
              Hashes(col["phash"], col["dhash"]))
 

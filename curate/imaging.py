@@ -374,7 +374,8 @@ def content_hashes(data: bytes, img: Image.Image) -> dict:
 
 def dedup_hashes(img: Image.Image) -> dict[str, int | bytes]:
     """pHash and dHash of the picture with its borders trimmed, as shown and mirrored left-right,
-    its 256-bit pHash, and its window hashes (`filters.windows`: crops and small turns).
+    its 256-bit pHash, a 16 x 16 grey thumbnail (tells a local change from another picture), and
+    its window hashes (`filters.windows`: crops and small turns).
 
     Dedup compares these: an added border or letterbox leaves them unchanged, and a mirrored
     copy's hashes match the original's mirrored ones.
@@ -383,4 +384,4 @@ def dedup_hashes(img: Image.Image) -> dict[str, int | bytes]:
     mirror = ImageOps.mirror(core)
     return {"phash_core": phash64(core), "dhash_core": dhash64(core),
             "phash_mirror": phash64(mirror), "dhash_mirror": dhash64(mirror), "phash_long": phash_long(core),
-            "windows": window_hashes(img)}
+            "thumb": core.convert("L").resize((16, 16), Image.Resampling.BOX).tobytes(), "windows": window_hashes(img)}

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from filters.mih import LONG_MIRROR, Hashes, Pairs, near_pairs, window_pairs
+from filters.mih import LONG_MIRROR, Hashes, Pairs, hashes_agree, near_pairs, window_pairs
 from filters.windows import INSERTS, MIRRORED
 from schemas.reasons import Reason
 from schemas.record import DEDUP
@@ -38,7 +38,9 @@ from schemas.record import DEDUP
 BORDERED = 0.02        # letterbox fraction above which a copy counts as bordered
 QUALITY_PLATEAU = 90   # JPEG qualities at or above this are not told apart
 LONG_DISTANCE = 72     # 256-bit pHash distance at or below which a near pair is confirmed (bench/dedup)
-WINDOW_LONG_DISTANCE = 75  # the same for a window match (bench/dedup)
+WINDOW_LONG_DISTANCE = 72  # the same for a window match (bench/dedup)
+OVERLAY_LONG_DISTANCE = 88  # farther than long_distance, a pair is still confirmed if its thumbnails
+CHANGED_BLOCKS = 2          # differ in at most this many of 16 blocks (`Hashes.blocks_changed`)
 COLOUR_WEIGHT = 100    # bits of 256-bit pHash distance to the consensus worth a 1.0 relative colour change
 
 
@@ -78,6 +80,48 @@ def semantic_pairs(emb: np.ndarray, threshold: float, partitions: int | None = N
         return np.empty(0, np.int64), np.empty(0, np.int64)
     pair = np.unique(np.minimum(np.concatenate(left), np.concatenate(right)) * n + np.maximum(np.concatenate(left), np.concatenate(right)))
     return pair // n, pair % n
+
+
+def fine_confirmed(h: Hashes, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray, kl: int) -> np.ndarray:
+    """Whether pairs confirmed on both 64-bit hashes are confirmed by the finer signals: the
+    256-bit pHash within kl (or unknown on a side), or, a little farther, thumbnails that differ
+    in no more than CHANGED_BLOCKS of 16 blocks (a local change: an added logo or caption)."""
+    fine = h.long_distance(i, j, mirrored)
+    ok = fine <= kl                          # -1: a side without the 256-bit hash
+    local = np.flatnonzero((fine > kl) & (fine <= OVERLAY_LONG_DISTANCE))
+    changed = h.blocks_changed(i[local], j[local], mirrored[local])
+    ok[local[(changed >= 0) & (changed <= CHANGED_BLOCKS)]] = True
+    return ok
+
+
+def confirm_directly(h: Hashes, a: np.ndarray, b: np.ndarray, k: int, kd: int, kl: int, kw: int | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confirmed, mirrored, pHash distance) of pairs of inputs a-b, computed for each pair on
+    every signal (as shown, mirrored, every inserted window against every queried one), not
+    found by a search: what merges a picture into a cluster whose kept copy the search did not
+    pair it with."""
+    best = np.full(len(a), -1, np.int64)
+    flip = np.zeros(len(a), bool)
+    for mirrored in (False, True):
+        p_b, d_b = (h.pm[b], h.dm[b]) if mirrored and h.pm is not None else (h.p[b], h.d[b])
+        pd, dd = np.bitwise_count(h.p[a] ^ p_b), np.bitwise_count(h.d[a] ^ d_b)
+        m = np.full(len(a), mirrored)
+        ok = hashes_agree(pd, dd, k, kd) & fine_confirmed(h, a, b, m, kl) & ((best < 0) | (pd < best))
+        best, flip = np.where(ok, pd, best), np.where(ok, mirrored, flip)
+    if kw is not None and h.wp is not None:
+        known = h.w_known[a] & h.w_known[b]
+        for x, y in ((a, b), (b, a)):           # x's inserted windows against y's queried ones
+            pd = np.bitwise_count(h.wp[x, :len(INSERTS), None] ^ h.wp[y, None, len(INSERTS):])
+            dd = np.bitwise_count(h.wd[x, :len(INSERTS), None] ^ h.wd[y, None, len(INSERTS):])
+            fine = np.bitwise_count(h.wlong[x, :len(INSERTS), None] ^ h.wlong[y, None, len(INSERTS):]).sum(axis=-1)
+            ok = hashes_agree(pd, dd, k, kd) & (fine <= kw) & known[:, None, None]
+            closest = np.where(ok, pd, 64).reshape(len(a), -1)
+            at = closest.argmin(axis=1)
+            hit = closest[np.arange(len(a)), at] < 64
+            take = hit & ((best < 0) | (closest[np.arange(len(a)), at] < best))
+            best = np.where(take, closest[np.arange(len(a)), at], best)
+            flip = np.where(take, len(INSERTS) + at % (pd.shape[2]) >= MIRRORED, flip)
+    return best >= 0, flip, best
 
 
 def best_first(keys: np.ndarray, pixels, aesthetic, letterbox, jpeg_quality, prior: int,
@@ -163,6 +207,17 @@ def edge_to(rep: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return np.where(hit, order[at], -1)
 
 
+def _to_representatives(rep: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (node, representative of a neighbour's cluster) that are not edges yet."""
+    n = len(rep)
+    a, b = np.concatenate([i, j]), rep[np.concatenate([j, i])]
+    keep = a != b
+    code = np.unique(np.minimum(a[keep], b[keep]) * n + np.maximum(a[keep], b[keep]))
+    have = np.minimum(i, j) * n + np.maximum(i, j)
+    code = code[~np.isin(code, have)]
+    return code // n, code % n
+
+
 def leader_clusters(n: int, i: np.ndarray, j: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """Representative of each of n nodes: visited by rank, a node joins the best-ranked
     representative among its neighbours (edges i-j), or represents itself."""
@@ -209,8 +264,7 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
     edges = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool), np.empty(0, np.int64))]
     if near and nodes > 1:
         found = pair_finder(node_hashes := hashes.take(first, windows=False), k, kd)
-        fine = node_hashes.long_distance(found.i, found.j, found.mirrored)
-        ok = fine <= kl                          # -1: a side without the 256-bit hash
+        ok = fine_confirmed(node_hashes, found.i, found.j, found.mirrored, kl)
         edges.append((found.i[ok], found.j[ok], found.mirrored[ok], found.pdist[ok].astype(np.int64)))
         if stats is not None:
             stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)))
@@ -236,6 +290,11 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
         by_rank[rank] = np.arange(n)
         return by_rank[node_rank], leader_clusters(nodes, ei, ej, node_rank)   # best copy of each node, rep
     leader, rep_node = cluster(None)
+    if near and len(ei):  # a node the search paired with a cluster's member, not with its kept copy: check that pair
+        a, b = _to_representatives(rep_node, ei, ej)
+        ok, m, pd = confirm_directly(hashes, first[a], first[b], k, kd, kl, kw)
+        ei, ej, em, edist = (np.concatenate(c) for c in ((ei, a[ok]), (ej, b[ok]), (em, m[ok]), (edist, pd[ok])))
+        leader, rep_node = cluster(None)
     if near and hashes.long is not None and len(ei):  # again, each group's copy nearest its consensus first
         at = edge_to(rep_node, ei, ej)
         flip = ((at >= 0) & np.append(em, False)[at])[node]     # matched its representative mirrored

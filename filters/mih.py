@@ -31,6 +31,7 @@ import pyarrow as pa
 _ODD_COLUMNS = np.zeros((16, 16), bool)
 _ODD_COLUMNS[:, 1::2] = True
 LONG_MIRROR = np.frombuffer(np.packbits(_ODD_COLUMNS).tobytes(), np.uint64)
+PHASH_SLACK = 6
 
 
 def fixed_bytes(values, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +71,8 @@ class Hashes:
     wd: np.ndarray | None = None
     wlong: np.ndarray | None = None
     w_known: np.ndarray | None = None
+    thumb: np.ndarray | None = None       # n x 16 x 16 grey (uint8) of the picture inside its borders
+    thumb_known: np.ndarray | None = None
 
     def __post_init__(self):
         for name in ("p", "d", "pm", "dm", "long", "wp", "wd", "wlong"):
@@ -80,6 +83,8 @@ class Hashes:
             self.long_known = np.ones(len(self.p), bool)
         if self.wp is not None and self.w_known is None:
             self.w_known = np.ones(len(self.p), bool)
+        if self.thumb is not None and self.thumb_known is None:
+            self.thumb_known = np.ones(len(self.p), bool)
 
     def __len__(self) -> int:
         return len(self.p)
@@ -88,7 +93,8 @@ class Hashes:
         def pick(a):
             return None if a is None else a[idx]
         return Hashes(self.p[idx], self.d[idx], pick(self.pm), pick(self.dm), pick(self.long), pick(self.long_known),
-                      *((pick(self.wp), pick(self.wd), pick(self.wlong), pick(self.w_known)) if windows else ()))
+                      *((pick(self.wp), pick(self.wd), pick(self.wlong), pick(self.w_known)) if windows else (None,) * 4),
+                      pick(self.thumb), pick(self.thumb_known))
 
     def long_distance(self, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
         """256-bit pHash distance of pairs (one side mirrored where `mirrored`); -1 where either
@@ -98,6 +104,25 @@ class Hashes:
         flip = np.where(np.asarray(mirrored, bool)[:, None], LONG_MIRROR[None, :], np.uint64(0))
         dist = np.bitwise_count(self.long[i] ^ self.long[j] ^ flip).sum(axis=1).astype(np.int64)
         return np.where(self.long_known[i] & self.long_known[j], dist, -1)
+
+
+    def blocks_changed(self, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray, tolerance: float = 0.15) -> np.ndarray:
+        """Of the 16 blocks (4 x 4) of two pictures' thumbnails, normalised to zero mean and unit
+        spread, how many differ by more than `tolerance` (mean absolute difference); -1 where
+        either thumbnail is unknown. A logo or a caption added to a copy changes one or two
+        blocks; another picture on the same background changes most."""
+        if self.thumb is None or len(i) == 0:
+            return np.full(len(i), -1, np.int64)
+        a, b = _normalised(self.thumb[i]), _normalised(self.thumb[j])
+        b = np.where(np.asarray(mirrored, bool)[:, None, None], b[:, :, ::-1], b)
+        block = np.abs(a - b).reshape(-1, 4, 4, 4, 4).mean(axis=(2, 4))
+        changed = np.count_nonzero(block > tolerance, axis=(1, 2))
+        return np.where(self.thumb_known[i] & self.thumb_known[j], changed, -1)
+
+
+def _normalised(thumbs: np.ndarray) -> np.ndarray:
+    t = thumbs.astype(np.float32)
+    return (t - t.mean(axis=(1, 2), keepdims=True)) / t.std(axis=(1, 2), keepdims=True).clip(1.0)
 
 
 @dataclass
@@ -180,6 +205,13 @@ def near_pairs(h: Hashes, k: int, kd: int, m1: int | None = None, m2: int | None
     return merge_pairs([f for part in found for f in part], n, stats)
 
 
+def hashes_agree(pd: np.ndarray, dd: np.ndarray, k: int, kd: int) -> np.ndarray:
+    """Whether pHash and dHash distances confirm each other: pHash within k and dHash within kd,
+    or a pHash up to PHASH_SLACK bits farther when the dHash is within half of kd (the pHash's
+    median threshold flips bits of a flat spectrum that the dHash keeps)."""
+    return ((pd <= k) & (dd <= kd)) | ((pd <= k + PHASH_SLACK) & (dd <= kd // 2))
+
+
 def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, mirrored: int, of: np.ndarray | None = None,
                  window: int = 256, chunk: int = 1 << 22) -> Pairs:
     """Pairs in which one picture's inserted window (`filters.windows`: the first `inserts`) and
@@ -210,7 +242,7 @@ def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, mirrored: in
             ra, rb = ra[keep], rb[keep]
             pd = np.bitwise_count(p[ra] ^ p[rb]).astype(np.int16)
             dd = np.bitwise_count(d[ra] ^ d[rb]).astype(np.int16)
-            ok = np.flatnonzero((pd <= k) & (dd <= kd))
+            ok = np.flatnonzero(hashes_agree(pd, dd, k, kd))
             ra, rb, pd, dd = ra[ok], rb[ok], pd[ok], dd[ok]
             fine = np.bitwise_count(h.wlong[src[ra // w], ra % w] ^ h.wlong[src[rb // w], rb % w]).sum(axis=1)
             ok = fine <= kl
@@ -275,7 +307,7 @@ def _verify(ra, rb, idx, flipped, all_p, all_d, k, kd, stats) -> tuple:
     p_ok, d_ok = pd <= k, dd <= kd
     for name, count in (("candidates", len(ra)), ("phash_ok", int(p_ok.sum())), ("dhash_ok", int(d_ok.sum()))):
         stats[name] = stats.get(name, 0) + count
-    ok = p_ok & d_ok
+    ok = hashes_agree(pd, dd, k, kd)
     mirrored = (flipped[ra] != flipped[rb])[ok]
     return np.minimum(ia, ib)[ok], np.maximum(ia, ib)[ok], pd[ok], dd[ok], mirrored
 
@@ -294,15 +326,14 @@ def merge_pairs(found: list[tuple], n: int, stats: dict) -> Pairs:
 
 
 def all_pairs(h: Hashes, k: int, kd: int | None = None, budget: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) with pHash within k (and dHash within kd, if given) as shown, by comparing
-    every pair in numpy: the exact baseline."""
+    """Pairs (i < j) with pHash within k (or, with kd, whose hashes agree: `hashes_agree`) as
+    shown, by comparing every pair in numpy: the exact baseline."""
     p, d = h.p, h.d
     chunk = max(1, budget // max(len(p), 1))  # bounds the distance matrix to `budget` cells
     left, right = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for start in range(0, len(p), chunk):
-        close = np.bitwise_count(p[start:start + chunk, None] ^ p[None, :]) <= k
-        if kd is not None:
-            close &= np.bitwise_count(d[start:start + chunk, None] ^ d[None, :]) <= kd
+        pd = np.bitwise_count(p[start:start + chunk, None] ^ p[None, :])
+        close = pd <= k if kd is None else hashes_agree(pd, np.bitwise_count(d[start:start + chunk, None] ^ d[None, :]), k, kd)
         i, j = np.nonzero(close)
         i = i + start
         keep = i < j

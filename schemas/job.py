@@ -218,7 +218,7 @@ class DedupConfig(Strict):
                                "64-bit hashes is merged: keeps different pictures on one background apart (bench/dedup).")
     windows: bool = Field(True, description="Also search window hashes: finds crops (up to 10 % per side) and turns (up to "
                           "5 degrees), whose whole-picture hashes move as far as a different picture's (filters.windows).")
-    window_distance: int = Field(75, ge=0, le=256, description="256-bit pHash distance at or below which a window match "
+    window_distance: int = Field(72, ge=0, le=256, description="256-bit pHash distance at or below which a window match "
                                  "(confirmed on both 64-bit hashes of the windows) is merged (bench/dedup).")
     engine: Literal["auto", "local", "ray"] = Field("auto", description="local: vectorised in the driver; ray: band grouping as a Ray Data shuffle; auto: by size.")
     local_max: int = Field(20_000_000, ge=1, description="auto uses the local engine up to this many hashes.")

@@ -46,6 +46,7 @@ INGESTED = pa.schema([
     ("phash_mirror", pa.uint64()),    # the same, of its left-right mirror image
     ("dhash_mirror", pa.uint64()),
     ("phash_long", pa.binary(32)),    # 256-bit pHash of the picture inside its borders (confirms near pairs)
+    ("thumb", pa.binary(256)),          # 16 x 16 grey of the picture inside its borders (confirms near pairs)
     ("windows", pa.binary(WINDOWS * WINDOW_BYTES)),  # hashes of windows of the picture (filters.windows: crops, turns)
     ("aesthetic", pa.float32()),
     ("nsfw", pa.float32()),           # heads on the same embedding (filters.safety), when set
@@ -66,7 +67,7 @@ INGESTED = pa.schema([
 WITH_PIXELS = INGESTED.append(pa.field("pixels", pa.binary())).append(pa.field("pixels_shape", pa.list_(pa.int32())))
 
 # The hashes dedup compares, and hashes.parquet (the next run's dedup.against).
-DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror", "phash_long", "windows"]
+DEDUP_HASHES = ["dhash", "phash_core", "dhash_core", "phash_mirror", "dhash_mirror", "phash_long", "thumb", "windows"]
 HASHES = pa.schema([("key", pa.string()), ("sha256", pa.string()), ("phash", pa.uint64()), ("pixels", pa.int64()),
                     ("aesthetic", pa.float32()), ("run", pa.string()),
                     *[INGESTED.field(c) for c in DEDUP_HASHES]])

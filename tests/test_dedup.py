@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from curate import imaging
 from filters.dedup import deduplicate, leader_clusters, semantic_pairs
-from filters.mih import Hashes, all_pairs, long_words, near_pairs, plan
+from filters.mih import Hashes, all_pairs, hashes_agree, long_words, near_pairs, plan
 from filters.quality import signals
 
 
@@ -39,12 +39,14 @@ def planted(rng, clusters: int, size: int, k: int, kd: int, noise: int) -> Hashe
     return Hashes(*(np.array(x, dtype=np.uint64) for x in (p, d, pm, dm)))
 
 
-def brute_force(h: Hashes, k: int, kd: int) -> set[tuple[int, int]]:
-    """Pairs within (k, kd) as shown or with either one mirrored, by comparing every pair."""
+def brute_force(h: Hashes, k: int, kd: int, slack: bool = True) -> set[tuple[int, int]]:
+    """Pairs whose hashes agree (`hashes_agree`; with slack=False: within (k, kd) exactly) as
+    shown or with either one mirrored, by comparing every pair."""
     got = set()
     views = [(h.p, h.d, h.p, h.d), (h.p, h.d, h.pm, h.dm), (h.pm, h.dm, h.p, h.d)]
     for pa_, da, pb, db in views:
-        close = (np.bitwise_count(pa_[:, None] ^ pb[None, :]) <= k) & (np.bitwise_count(da[:, None] ^ db[None, :]) <= kd)
+        pd, dd = np.bitwise_count(pa_[:, None] ^ pb[None, :]), np.bitwise_count(da[:, None] ^ db[None, :])
+        close = hashes_agree(pd, dd, k, kd) if slack else (pd <= k) & (dd <= kd)
         i, j = np.nonzero(close)
         got |= {(min(a, b), max(a, b)) for a, b in zip(i.tolist(), j.tolist()) if a != b}
     return got
@@ -60,8 +62,8 @@ def test_band_search_with_full_radius_bands_equals_brute_force(k, kd):
     h = planted(rng, clusters=40, size=4, k=k, kd=kd, noise=400)
     want = brute_force(h, k, kd)
     got = near_pairs(h, k, kd, m1=k + 2 if k == 0 else k + 1, m2=kd + 2 if kd == 0 else kd + 1)
-    assert as_set(got) == want and len(want) >= 40 * 3
-    assert np.all(got.pdist <= k) and np.all(got.ddist <= kd)
+    assert brute_force(h, k, kd, slack=False) <= as_set(got) <= want and len(want) >= 40 * 3
+    assert np.all(hashes_agree(got.pdist, got.ddist, k, kd))
 
 
 def test_planned_bands_find_every_pair_inside_their_exact_region_and_nothing_unconfirmed():
@@ -70,7 +72,7 @@ def test_planned_bands_find_every_pair_inside_their_exact_region_and_nothing_unc
     h = planted(rng, clusters=60, size=4, k=k, kd=kd, noise=3000)
     m1, m2 = plan(len(h), k, kd)
     got = as_set(near_pairs(h, k, kd))
-    inner = brute_force(h, m1 - 1, m2 - 1)
+    inner = brute_force(h, m1 - 1, m2 - 1, slack=False)
     assert inner <= got <= brute_force(h, k, kd)
     assert len(inner) >= 60
 
@@ -133,9 +135,9 @@ def test_leader_clusters_do_not_chain_past_the_radius():
 def test_chained_hashes_split_where_single_link_would_merge():
     rng = np.random.default_rng(11)
     p, d = (int(x) for x in random_hashes(rng, 2))
-    bits = [1 << int(b) for b in rng.choice(64, size=12, replace=False)]
-    b = p ^ sum(bits[:6])       # 6 bits from a
-    c = b ^ sum(bits[6:])       # 6 more from b: 12 from a, past k = 10
+    bits = [1 << int(b) for b in rng.choice(64, size=18, replace=False)]
+    b = p ^ sum(bits[:9])       # 9 bits from a
+    c = b ^ sum(bits[9:])       # 9 more from b: 18 from a, past k = 10 and its slack (same dHash: 16)
     rows = decide(Hashes(np.array([p, b, c], dtype=np.uint64), np.full(3, d, dtype=np.uint64)), pixels=np.array([300, 200, 100]))
     assert [r["keep"] for r in rows] == [True, False, True]
     assert rows[1]["near_duplicate_of"] == "k00000" and rows[2]["dup_cluster"] is None

@@ -18,17 +18,18 @@ from curate.phases.rejects import rejects_from
 from curate.storage import RunDir, staged_rows, write_parquet_atomic
 from filters.dedup import deduplicate
 from filters.gates import below_top_fraction
-from filters.windows import unpack as windows_unpack
 from filters.mih import (
     Hashes,
     Pairs,
     band_keys,
+    fixed_bytes,
     keyed_pairs,
     long_words,
     merge_pairs,
     near_pairs,
     plan,
 )
+from filters.windows import unpack as windows_unpack
 from schemas.job import Job
 from schemas.reasons import Reason
 from schemas.record import DEDUP, DEDUP_HASHES, HASHES
@@ -58,8 +59,10 @@ def dedup_hashes(table: pa.Table) -> Hashes:
         return pc.coalesce(table[name], table[fallback]).to_numpy(zero_copy_only=False).astype(np.uint64)
     long, known = long_words(table["phash_long"]) if "phash_long" in table.column_names else (None, None)
     windows = windows_unpack(table["windows"]) if "windows" in table.column_names else (None,) * 4
+    thumb, thumb_known = fixed_bytes(table["thumb"], 256) if "thumb" in table.column_names else (None, None)
     return Hashes(col("phash_core", "phash"), col("dhash_core", "dhash"),
-                  col("phash_mirror", "phash"), col("dhash_mirror", "dhash"), long, known, *windows)
+                  col("phash_mirror", "phash"), col("dhash_mirror", "dhash"), long, known, *windows,
+                  None if thumb is None else thumb.reshape(-1, 16, 16), thumb_known)
 
 
 def emit_band_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
