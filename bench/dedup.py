@@ -91,7 +91,34 @@ def uniform(n: int, seed: int = 0):
     planted = np.concatenate(members)
     truth = np.arange(n)
     truth[planted[:, 0]] = planted[:, 1]
-    return Hashes(p, d, pm, dm, long), planted, truth
+    h = Hashes(p, d, pm, dm, long)
+    crops = _plant_windows(h, rng, np.arange(n // 2, n))  # clear of the planted clusters and of `skewed`'s copies
+    truth[crops[:, 0]] = crops[:, 1]
+    return h, np.concatenate([planted, crops]), truth
+
+
+def _plant_windows(h, rng, free: np.ndarray) -> np.ndarray:
+    """Give every picture random window hashes and a random thumbnail (as ingest stores them),
+    and plant crops: for 0.5 % of pictures, a queried window (random) within (k, kd) and 40 of
+    256 bits of an inserted window (random) of another picture, whose whole-picture hashes stay
+    random. Returns the (crop, original) pairs."""
+    from filters.windows import INSERTS, WINDOWS
+
+    n = len(h)
+    h.wp = rng.integers(0, 2**64 - 1, (n, WINDOWS), dtype=np.uint64, endpoint=True)
+    h.wd = rng.integers(0, 2**64 - 1, (n, WINDOWS), dtype=np.uint64, endpoint=True)
+    h.wlong = rng.integers(0, 2**64 - 1, (n, WINDOWS, 4), dtype=np.uint64, endpoint=True)
+    h.w_known = np.ones(n, bool)
+    h.thumb = rng.integers(0, 256, (n, 16, 16), dtype=np.uint8)
+    h.thumb_known = np.ones(n, bool)
+    pick = rng.choice(free, size=2 * (n // 200), replace=False)
+    crop, original = pick[0::2], pick[1::2]
+    ins = rng.integers(0, len(INSERTS), len(crop))
+    qry = rng.integers(len(INSERTS), WINDOWS, len(crop))
+    h.wp[crop, qry] = h.wp[original, ins] ^ _flips(rng, len(crop), K)
+    h.wd[crop, qry] = h.wd[original, ins] ^ _flips(rng, len(crop), KD)
+    h.wlong[crop, qry] = h.wlong[original, ins] ^ _long_flips(rng, len(crop), 40)
+    return np.stack([crop, original], 1)
 
 
 def skewed(n: int, seed: int = 0):
@@ -104,7 +131,7 @@ def skewed(n: int, seed: int = 0):
     source = rng.zipf(1.5, zipf) % 2000 + start + zipf + min(100_000, n // 10)
     at = np.arange(start, start + zipf)
     placeholder = np.arange(start + zipf, start + zipf + min(100_000, n // 10))
-    for a in (h.p, h.d, h.pm, h.dm, h.long):
+    for a in (h.p, h.d, h.pm, h.dm, h.long, h.wp, h.wd, h.wlong, h.thumb):
         a[at] = a[source]
         a[placeholder] = a[placeholder[0]]
     truth[at], truth[placeholder] = source, placeholder[0]
@@ -167,8 +194,10 @@ def run_one(kind: str, n: int, baseline: bool) -> dict:
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     rep = np.array([int(r[1:]) if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
     dropped = rep != np.arange(n)
+    crops = planted[len(planted) - n // 200:] if h.wp is not None else planted[:0]
     out = {"set": kind, "n": n, "seconds": seconds, "cpu": cpu, "dropped": int(dropped.sum()),
            "planted": len(planted), "planted_found": int(np.count_nonzero(rep[planted[:, 0]] == rep[planted[:, 1]])),
+           "crops": len(crops), "crops_found": int(np.count_nonzero(rep[crops[:, 0]] == rep[crops[:, 1]])),
            "false_merges": None if truth is None else int(np.count_nonzero(dropped & (truth[rep] != truth))),
            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **stats}
     if baseline:
@@ -206,11 +235,14 @@ def scale() -> None:
                 break
             r = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append(r)
-            planted = f"planted pairs found {r['planted_found']:,}/{r['planted']:,}, false merges {r['false_merges']:,}" if r["planted"] else "no planted truth"
+            planted = (f"planted pairs found {r['planted_found']:,}/{r['planted']:,} (crops by window: {r['crops_found']:,}/{r['crops']:,}), "
+                       f"false merges {r['false_merges']:,}" if r["planted"] else "no planted truth")
+            windows = (f"; window search: bands {r['window_m1']}x{r['window_m2']}, candidates {r['window_candidates']:,}, "
+                       f"confirmed {r['window_confirmed']:,}" if "window_m1" in r else "")
             print(f"{kind:8} n={n:>11,}  {r['seconds']:7.1f} s (CPU {r['cpu']:.1f} s)  peak {r['peak_mb']:6.0f} MB  distinct {r['distinct']:,}  "
                   f"bands {r['m1']}x{r['m2']}  dropped {r['dropped']:,}  {planted}  candidates {r['candidates']:,}: "
                   f"pHash<={K} {r['phash_ok']:,}, dHash<={KD} {r['dhash_ok']:,}, both {r['pairs']:,}, refused by the 256-bit pHash "
-                  f"{r.get('long_refused', 0):,}", flush=True)
+                  f"{r.get('long_refused', 0):,}{windows}", flush=True)
             if kind == "uniform":
                 random = n - 4 * (n // 200)
                 print(f"  chance pairs expected among its {random:,} random hashes: pHash<={K} {chance(random, K):,.0f}, "
@@ -384,10 +416,10 @@ def copy_kinds() -> None:
         node = collapse(hashes, None, n)
         first = np.empty(node.max() + 1, np.int64)
         first[node[::-1]] = np.arange(n)[::-1]
-        pairs, node_hashes = found["pairs"], found["hashes"]
+        pairs = found["pairs"]
         same = original_of[first[pairs.i]] == original_of[first[pairs.j]]
-        if node_hashes.long is not None:
-            refused = ~fine_confirmed(node_hashes, pairs.i, pairs.j, pairs.mirrored, kw.get("kl", LONG_DISTANCE))
+        if hashes.long is not None:
+            refused = ~fine_confirmed(hashes, first[pairs.i], first[pairs.j], pairs.mirrored, kw.get("kl", LONG_DISTANCE))
             print(f"  whole-picture pairs whose 64-bit hashes agree (pHash<={K} and dHash<={KD}, or pHash<={K + PHASH_SLACK} and "
                   f"dHash<={KD // 2}): {len(same):,} ({np.count_nonzero(~same)} between different pictures); the 256-bit pHash<="
                   f"{kw.get('kl', LONG_DISTANCE)} (or thumbnails, up to {OVERLAY_LONG_DISTANCE}) refuses "

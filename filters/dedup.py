@@ -263,8 +263,8 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
     first[node[::-1]] = np.arange(n)[::-1]      # one input of each node stands for its hashes
     edges = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool), np.empty(0, np.int64))]
     if near and nodes > 1:
-        found = pair_finder(node_hashes := hashes.take(first, windows=False), k, kd)
-        ok = fine_confirmed(node_hashes, found.i, found.j, found.mirrored, kl)
+        found = pair_finder(hashes.take(first, fine=False), k, kd)
+        ok = fine_confirmed(hashes, first[found.i], first[found.j], found.mirrored, kl)
         edges.append((found.i[ok], found.j[ok], found.mirrored[ok], found.pdist[ok].astype(np.int64)))
         if stats is not None:
             stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)))

@@ -89,12 +89,13 @@ class Hashes:
     def __len__(self) -> int:
         return len(self.p)
 
-    def take(self, idx: np.ndarray, windows: bool = True) -> Hashes:
+    def take(self, idx: np.ndarray, fine: bool = True) -> Hashes:
+        """The hashes of pictures `idx`; with fine=False only the 64-bit ones a search needs."""
         def pick(a):
-            return None if a is None else a[idx]
-        return Hashes(self.p[idx], self.d[idx], pick(self.pm), pick(self.dm), pick(self.long), pick(self.long_known),
-                      *((pick(self.wp), pick(self.wd), pick(self.wlong), pick(self.w_known)) if windows else (None,) * 4),
-                      pick(self.thumb), pick(self.thumb_known))
+            return None if a is None or not fine else a[idx]
+        return Hashes(self.p[idx], self.d[idx], None if self.pm is None else self.pm[idx], None if self.dm is None else self.dm[idx],
+                      pick(self.long), pick(self.long_known), pick(self.wp), pick(self.wd), pick(self.wlong),
+                      pick(self.w_known), pick(self.thumb), pick(self.thumb_known))
 
     def long_distance(self, i: np.ndarray, j: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
         """256-bit pHash distance of pairs (one side mirrored where `mirrored`); -1 where either
