@@ -283,18 +283,21 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
     jpeg_quality = none if jpeg_quality is None else jpeg_quality
 
     def cluster(off):
+        nonlocal ei, ej, em, edist
         rank = best_first(keys, pixels, aesthetic, letterbox, jpeg_quality, prior, off)
         node_rank = np.full(nodes, n, np.int64)
         np.minimum.at(node_rank, node, rank)
         by_rank = np.empty(n, np.int64)
         by_rank[rank] = np.arange(n)
-        return by_rank[node_rank], leader_clusters(nodes, ei, ej, node_rank)   # best copy of each node, rep
+        rep_node = leader_clusters(nodes, ei, ej, node_rank)
+        if near and len(ei):  # a node the search paired with a cluster's member, not with its kept copy: check that pair
+            a, b = _to_representatives(rep_node, ei, ej)
+            ok, m, pd = confirm_directly(hashes, first[a], first[b], k, kd, kl, kw)
+            if ok.any():
+                ei, ej, em, edist = (np.concatenate(c) for c in ((ei, a[ok]), (ej, b[ok]), (em, m[ok]), (edist, pd[ok])))
+                rep_node = leader_clusters(nodes, ei, ej, node_rank)
+        return by_rank[node_rank], rep_node   # best copy of each node, its representative
     leader, rep_node = cluster(None)
-    if near and len(ei):  # a node the search paired with a cluster's member, not with its kept copy: check that pair
-        a, b = _to_representatives(rep_node, ei, ej)
-        ok, m, pd = confirm_directly(hashes, first[a], first[b], k, kd, kl, kw)
-        ei, ej, em, edist = (np.concatenate(c) for c in ((ei, a[ok]), (ej, b[ok]), (em, m[ok]), (edist, pd[ok])))
-        leader, rep_node = cluster(None)
     if near and hashes.long is not None and len(ei):  # again, each group's copy nearest its consensus first
         at = edge_to(rep_node, ei, ej)
         flip = ((at >= 0) & np.append(em, False)[at])[node]     # matched its representative mirrored

@@ -213,13 +213,14 @@ def hashes_agree(pd: np.ndarray, dd: np.ndarray, k: int, kd: int) -> np.ndarray:
     return ((pd <= k) & (dd <= kd)) | ((pd <= k + PHASH_SLACK) & (dd <= kd // 2))
 
 
-def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, mirrored: int, of: np.ndarray | None = None,
+def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched: int, of: np.ndarray | None = None,
                  window: int = 256, chunk: int = 1 << 22) -> Pairs:
     """Pairs in which one picture's inserted window (`filters.windows`: the first `inserts`) and
-    the other's queried window are within (k, kd) bits on their 64-bit hashes and within kl on
-    their 256-bit pHashes: one is a crop or a small turn of the other (mirrored where the query
-    window is one of the mirror image's, from `mirrored` on). Searched like `near_pairs`, with
-    every (picture, window) as a record; only insert-query records are paired. `of`: the input
+    the other's queried window (up to `searched`: the mirror image's queries are left to the
+    direct check against a cluster's kept copy) agree on their 64-bit hashes and are within kl
+    on their 256-bit pHashes: one is a crop or a small turn of the other. Searched like
+    `near_pairs`, with every (picture, window) as a record; only insert-query records are
+    paired. `of`: the input
     standing for each node (pairs are between nodes); by default every input is its own node."""
     of = np.arange(len(h)) if of is None else of
     n = len(of)
@@ -227,9 +228,9 @@ def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, mirrored: in
     stats: dict = {}
     if len(nodes) < 2:
         return merge_pairs([], n, stats)
-    w = h.wp.shape[1]
+    w = searched
     src = of[nodes]
-    p, d = h.wp[src].ravel(), h.wd[src].ravel()     # record r: window r % w of node nodes[r // w]
+    p, d = h.wp[src, :w].ravel(), h.wd[src, :w].ravel()     # record r: window r % w of node nodes[r // w]
     m1, m2 = plan(len(p), k, kd, mirror=False)
     stats.update(m1=m1, m2=m2, tables=m1 * m2)
     found = []
@@ -250,8 +251,7 @@ def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, mirrored: in
             stats["candidates"] = stats.get("candidates", 0) + len(keep)
             stats["confirmed"] = stats.get("confirmed", 0) + int(ok.sum())
             ia, ib = nodes[ra[ok] // w], nodes[rb[ok] // w]
-            flipped = np.maximum(ra[ok] % w, rb[ok] % w) >= mirrored
-            found.append((np.minimum(ia, ib), np.maximum(ia, ib), pd[ok], dd[ok], flipped))
+            found.append((np.minimum(ia, ib), np.maximum(ia, ib), pd[ok], dd[ok], np.zeros(int(ok.sum()), bool)))
     return merge_pairs(found, n, stats)
 
 
@@ -284,8 +284,10 @@ def _sharing_a_key(key: np.ndarray, p: np.ndarray, bits: int) -> tuple[np.ndarra
     n = len(key)
     id_bits = max(1, (n - 1).bit_length())
     if bits + id_bits <= 64:
-        packed = np.sort((key << np.uint64(id_bits)) | np.arange(n, dtype=np.uint64))
-        keys, order = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
+        packed = key << np.uint64(id_bits)
+        packed |= np.arange(n, dtype=np.uint64)
+        packed.sort()
+        keys = packed >> np.uint64(id_bits)
     else:
         order = np.argsort(key)
         keys = key[order]
@@ -294,7 +296,8 @@ def _sharing_a_key(key: np.ndarray, p: np.ndarray, bits: int) -> tuple[np.ndarra
     shared[1:] |= same
     shared[:-1] |= same
     pos = np.flatnonzero(shared)
-    rec, keys = order[pos], keys[pos]
+    rec = (packed[pos] & np.uint64((1 << id_bits) - 1)).astype(np.int64) if bits + id_bits <= 64 else order[pos]
+    keys = keys[pos]
     by_p = np.lexsort((p[rec], keys))
     return rec[by_p], keys[by_p]
 
