@@ -99,10 +99,10 @@ def uniform(n: int, seed: int = 0):
 
 def _plant_windows(h, rng, free: np.ndarray) -> np.ndarray:
     """Give every picture random window hashes and a random thumbnail (as ingest stores them),
-    and plant crops: for 0.5 % of pictures, a queried window (random) within (k, kd) and 40 of
-    256 bits of an inserted window (random) of another picture, whose whole-picture hashes stay
-    random. Returns the (crop, original) pairs."""
-    from filters.windows import INSERTS, WINDOWS
+    and plant crops: for 0.5 % of pictures, a queried window (random, not of the mirror image)
+    within (k, kd) and 40 of 256 bits of an inserted window (random) of another picture, whose
+    whole-picture hashes stay random. Returns the (crop, original) pairs."""
+    from filters.windows import INSERTS, MIRRORED, WINDOWS
 
     n = len(h)
     h.wp = rng.integers(0, 2**64 - 1, (n, WINDOWS), dtype=np.uint64, endpoint=True)
@@ -114,7 +114,7 @@ def _plant_windows(h, rng, free: np.ndarray) -> np.ndarray:
     pick = rng.choice(free, size=2 * (n // 200), replace=False)
     crop, original = pick[0::2], pick[1::2]
     ins = rng.integers(0, len(INSERTS), len(crop))
-    qry = rng.integers(len(INSERTS), WINDOWS, len(crop))
+    qry = rng.integers(len(INSERTS), MIRRORED, len(crop))  # the searched queries (not the mirror image's)
     h.wp[crop, qry] = h.wp[original, ins] ^ _flips(rng, len(crop), K)
     h.wd[crop, qry] = h.wd[original, ins] ^ _flips(rng, len(crop), KD)
     h.wlong[crop, qry] = h.wlong[original, ins] ^ _long_flips(rng, len(crop), 40)
