@@ -102,14 +102,16 @@ def confirm_directly(h: Hashes, a: np.ndarray, b: np.ndarray, k: int, kd: int, k
     pair it with."""
     best = np.full(len(a), -1, np.int64)
     flip = np.zeros(len(a), bool)
+    if len(a) == 0:
+        return best >= 0, flip, best
     for mirrored in (False, True):
         p_b, d_b = (h.pm[b], h.dm[b]) if mirrored and h.pm is not None else (h.p[b], h.d[b])
         pd, dd = np.bitwise_count(h.p[a] ^ p_b), np.bitwise_count(h.d[a] ^ d_b)
         m = np.full(len(a), mirrored)
         ok = hashes_agree(pd, dd, k, kd) & fine_confirmed(h, a, b, m, kl) & ((best < 0) | (pd < best))
         best, flip = np.where(ok, pd, best), np.where(ok, mirrored, flip)
-    if kw is not None and h.wp is not None:
-        known = h.w_known[a] & h.w_known[b]
+    if kw is not None and h.wp is not None:     # only where the whole pictures do not match: the frames differ
+        known = h.w_known[a] & h.w_known[b] & (best < 0)
         for x, y in ((a, b), (b, a)):           # x's inserted windows against y's queried ones
             pd = np.bitwise_count(h.wp[x, :len(INSERTS), None] ^ h.wp[y, None, len(INSERTS):])
             dd = np.bitwise_count(h.wd[x, :len(INSERTS), None] ^ h.wd[y, None, len(INSERTS):])
@@ -261,6 +263,7 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
     nodes = node.max() + 1
     first = np.empty(nodes, np.int64)
     first[node[::-1]] = np.arange(n)[::-1]      # one input of each node stands for its hashes
+    # edges between nodes: i, j, one side mirrored, pHash distance (-1: not a hash match)
     edges = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool), np.empty(0, np.int64))]
     if near and nodes > 1:
         found = pair_finder(hashes.take(first, fine=False), k, kd)
@@ -270,12 +273,13 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
             stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)))
         if kw is not None:
             crops = window_pairs(hashes, k, kd, kw, len(INSERTS), MIRRORED, of=first)
-            edges.append((crops.i, crops.j, crops.mirrored, crops.pdist.astype(np.int64)))
+            new = ~np.isin(crops.i * nodes + crops.j, found.i[ok] * nodes + found.j[ok])  # whole-picture matches win
+            edges.append((crops.i[new], crops.j[new], crops.mirrored[new], crops.pdist[new].astype(np.int64)))
             if stats is not None:
                 stats.update({f"window_{name}": value for name, value in crops.stats.items()})
     if semantic_threshold is not None and embeddings is not None:
         si, sj = semantic_pairs(embeddings, semantic_threshold)
-        edges.append((node[si], node[sj], np.zeros(len(si), bool), np.full(len(si), -1)))  # -1: not a hash match
+        edges.append((node[si], node[sj], np.zeros(len(si), bool), np.full(len(si), -1)))
     ei, ej, em, edist = (np.concatenate(c) for c in zip(*edges))
     apart = ei != ej
     ei, ej, em, edist = ei[apart], ej[apart], em[apart], edist[apart]

@@ -211,9 +211,14 @@ def test_real_photographs_with_planted_copies():
 
 def ingest_hashes(rows: list[dict]) -> Hashes:
     """The hashes dedup compares, as the dedup phase builds them from ingest rows."""
-    long, known = long_words([r["phash_long"] for r in rows])
-    return Hashes(*(np.array([r[c] for r in rows], dtype=np.uint64) for c in ("phash_core", "dhash_core", "phash_mirror", "dhash_mirror")),
-                  long, known)
+    import pyarrow as pa
+
+    from curate.phases.dedup import dedup_hashes
+    from schemas.record import INGESTED
+
+    columns = ["phash_core", "dhash_core", "phash_mirror", "dhash_mirror", "phash_long", "thumb", "windows"]
+    table = pa.table({c: pa.array([r[c] for r in rows], INGESTED.field(c).type) for c in columns})
+    return dedup_hashes(table.append_column("phash", table["phash_core"]).append_column("dhash", table["dhash_core"]))
 
 
 def test_pictures_sharing_a_background_are_kept_apart_and_their_copies_are_not():
@@ -232,6 +237,37 @@ def test_pictures_sharing_a_background_are_kept_apart_and_their_copies_are_not()
     assert [(r["keep"], r["near_duplicate_of"]) for r in out] == [(True, None), (True, None), (False, "a"), (False, "a")]
     merged = deduplicate(keys, keys, Hashes(h.p, h.d, h.pm, h.dm), pixels, np.full(4, np.nan), np.zeros(4), quality).to_pylist()
     assert [r["keep"] for r in merged] == [True, False, False, False]  # the 64-bit hashes alone merge b into a
+
+
+def test_crops_turns_and_logos_of_real_photographs_join_the_clean_photo():
+    import skimage.data
+    from PIL import ImageDraw
+
+    names = ["astronaut", "coffee", "chelsea", "rocket"]
+    kinds = ["photo", "crop", "turned", "logo", "half", "q40"]
+    rows = []
+    for name in names:
+        photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        w, h = photo.size
+        crop = photo.crop((round(0.10 * w), round(0.02 * h), w - round(0.04 * w), h - round(0.09 * h)))  # uneven, up to 10 %
+        m = round(np.sin(np.radians(4)) * max(w, h) / 2) + 1
+        turned = photo.rotate(-4, Image.BICUBIC).crop((m, m, w - m, h - m))
+        logo = photo.copy()
+        ImageDraw.Draw(logo).rectangle([w - w // 5 - 10, 10, w - 10, 10 + h // 8], fill=(20, 200, 240))
+        copies = [(photo, 92), (crop, 92), (turned, 92), (logo, 92), (photo.resize((w // 2, h // 2), Image.LANCZOS), 92), (photo, 40)]
+        rows += [photo_hashes(img, quality) for img, quality in copies]
+    n = len(rows)
+    keys = np.array([f"{name}_{kind}" for name in names for kind in kinds])
+    pixels, quality = np.array([4.0, 3.0, 3.0, 4.0, 1.0, 4.0] * len(names)), [92, 92, 92, 92, 92, 40] * len(names)
+
+    def merged_into(**kw):
+        out = deduplicate(keys, keys, ingest_hashes(rows), pixels, np.full(n, np.nan), np.zeros(n), np.array(quality), **kw)
+        return {r["key"]: r["near_duplicate_of"] for r in out.to_pylist()}
+    assert merged_into() == {f"{name}_{kind}": None if kind == "photo" else f"{name}_photo" for name in names for kind in kinds}
+    # the whole-picture hashes alone find none of the crops and turns (nor rocket's logo)
+    alone = merged_into(kw=None)
+    assert [key for key, of in alone.items() if of is None] == [
+        f"{name}_{kind}" for name in names for kind in ("photo", "crop", "turned", *(["logo"] if name == "rocket" else []))]
 
 
 def test_the_kept_copy_is_the_one_nearest_its_groups_consensus():
