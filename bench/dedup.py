@@ -264,8 +264,9 @@ def ray_engine() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from curate.phases.dedup import ray_near_pairs
+    from curate.phases.dedup import ray_near_pairs, ray_window_pairs
     from filters import mih
+    from filters.windows import INSERTS, MIRRORED
 
     sizes = [int(s) for s in os.environ.get("BENCH_DEDUP_RAY", "100000").split(",") if s]
     if not sizes:
@@ -286,6 +287,15 @@ def ray_engine() -> None:
             same = set(zip(local.i.tolist(), local.j.tolist())) == set(zip(shuffled.i.tolist(), shuffled.j.tolist()))
             print(f"ray engine, 3-node local cluster (head 0 CPU + 2 x 1 CPU), n={n:,}: {ray_s:.1f} s vs local engine "
                   f"{local_s:.1f} s in the driver ({ray_s / local_s:.1f}x); same pairs: {same} ({len(local.i):,})", flush=True)
+            t = time.perf_counter()
+            local = mih.window_pairs(h, K, KD, WINDOW_LONG_DISTANCE, len(INSERTS), MIRRORED)
+            local_s = time.perf_counter() - t
+            t = time.perf_counter()
+            shuffled = ray_window_pairs(h, K, KD, WINDOW_LONG_DISTANCE, len(INSERTS), MIRRORED)
+            ray_s = time.perf_counter() - t
+            same = set(zip(local.i.tolist(), local.j.tolist())) == set(zip(shuffled.i.tolist(), shuffled.j.tolist()))
+            print(f"  window search: {ray_s:.1f} s vs local {local_s:.1f} s ({ray_s / local_s:.1f}x); same pairs: {same} "
+                  f"({len(local.i):,})", flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -246,7 +246,8 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
                 letterbox: np.ndarray | None = None, jpeg_quality: np.ndarray | None = None,
                 *, exact: bool = True, near: bool = True, k: int = 10, kd: int = 12,
                 embeddings: np.ndarray | None = None, semantic_threshold: float | None = None, prior: int = 0,
-                pair_finder: Callable[[Hashes, int, int], Pairs] = near_pairs, kl: int = LONG_DISTANCE,
+                pair_finder: Callable[[Hashes, int, int], Pairs] = near_pairs, window_finder: Callable[..., Pairs] = window_pairs,
+                kl: int = LONG_DISTANCE,
                 kw: int | None = WINDOW_LONG_DISTANCE,
                 stats: dict | None = None, colour: np.ndarray | None = None) -> pa.Table:
     """Decisions for every input. The first `prior` inputs come from earlier runs: they are
@@ -272,7 +273,7 @@ def deduplicate(keys: np.ndarray, sha256: np.ndarray, hashes: Hashes, pixels: np
         if stats is not None:
             stats.update(found.stats, distinct=int(nodes), long_refused=int(np.count_nonzero(~ok)))
         if kw is not None:
-            crops = window_pairs(hashes, k, kd, kw, len(INSERTS), MIRRORED, of=first)
+            crops = window_finder(hashes, k, kd, kw, len(INSERTS), MIRRORED, of=first)
             new = ~np.isin(crops.i * nodes + crops.j, found.i[ok] * nodes + found.j[ok])  # whole-picture matches win
             edges.append((crops.i[new], crops.j[new], crops.mirrored[new], crops.pdist[new].astype(np.int64)))
             if stats is not None:

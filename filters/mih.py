@@ -213,15 +213,20 @@ def hashes_agree(pd: np.ndarray, dd: np.ndarray, k: int, kd: int) -> np.ndarray:
     return ((pd <= k) & (dd <= kd)) | ((pd <= k + PHASH_SLACK) & (dd <= kd // 2))
 
 
+def window_plan(records: int, k: int, kd: int) -> tuple[int, int]:
+    """The band plan of the window search: keys one bit narrower than `plan`'s (only inserted
+    windows meet queried ones, so buckets may hold two records), for a wider exact region."""
+    return plan(records // 2, k, kd, mirror=False)
+
+
 def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched: int, of: np.ndarray | None = None,
                  window: int = 256, chunk: int = 1 << 22) -> Pairs:
     """Pairs in which one picture's inserted window (`filters.windows`: the first `inserts`) and
     the other's queried window (up to `searched`: the mirror image's queries are left to the
     direct check against a cluster's kept copy) agree on their 64-bit hashes and are within kl
     on their 256-bit pHashes: one is a crop or a small turn of the other. Searched like
-    `near_pairs`, with every (picture, window) as a record; only insert-query records are
-    paired. `of`: the input
-    standing for each node (pairs are between nodes); by default every input is its own node."""
+    `near_pairs`, with every (picture, window) as a record. `of`: the input standing for each
+    node (pairs are between nodes); by default every input is its own node."""
     of = np.arange(len(h)) if of is None else of
     n = len(of)
     nodes = np.flatnonzero(h.w_known[of]) if h.wp is not None else np.empty(0, np.int64)
@@ -231,28 +236,44 @@ def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched: in
     w = searched
     src = of[nodes]
     p, d = h.wp[src, :w].ravel(), h.wd[src, :w].ravel()     # record r: window r % w of node nodes[r // w]
-    m1, m2 = plan(len(p), k, kd, mirror=False)
+    m1, m2 = window_plan(len(p), k, kd)
     stats.update(m1=m1, m2=m2, tables=m1 * m2)
-    found = []
-    for key in band_keys(p, d, m1, m2):
-        rec, keys = _sharing_a_key(key, p, key_bits(m1, m2))
-        del key
+    records = WindowRecords(lambda r: nodes[r // w], lambda r: r % w < inserts,
+                            lambda ra, rb: np.bitwise_count(h.wlong[src[ra // w], ra % w] ^ h.wlong[src[rb // w], rb % w]).sum(axis=1))
+    found = [f for key in band_keys(p, d, m1, m2)
+             for f in records.matches(key, p, d, k, kd, kl, stats, window, chunk, key_bits(m1, m2))]
+    return merge_pairs(found, n, stats)
+
+
+@dataclass
+class WindowRecords:
+    """Window records of a search: the node each belongs to, whether it is an inserted window,
+    and the 256-bit distance of record pairs (functions of record positions)."""
+
+    node: object
+    inserted: object
+    fine: object
+
+    def matches(self, key, p, d, k, kd, kl, stats, window=256, chunk=1 << 22, bits=64) -> list[tuple]:
+        """Confirmed (node, node, pHash and dHash distance, mirrored: no) pairs among records
+        sharing a key: an inserted window and a queried one of two nodes."""
+        rec, keys = _sharing_a_key(key, p, bits)
         a, b = _within_runs(keys, window)
+        found = []
         for s in range(0, len(a), chunk):
             ra, rb = rec[a[s:s + chunk]], rec[b[s:s + chunk]]
-            keep = (ra // w != rb // w) & ((ra % w < inserts) != (rb % w < inserts))
+            keep = (self.node(ra) != self.node(rb)) & (self.inserted(ra) != self.inserted(rb))
             ra, rb = ra[keep], rb[keep]
             pd = np.bitwise_count(p[ra] ^ p[rb]).astype(np.int16)
             dd = np.bitwise_count(d[ra] ^ d[rb]).astype(np.int16)
             ok = np.flatnonzero(hashes_agree(pd, dd, k, kd))
             ra, rb, pd, dd = ra[ok], rb[ok], pd[ok], dd[ok]
-            fine = np.bitwise_count(h.wlong[src[ra // w], ra % w] ^ h.wlong[src[rb // w], rb % w]).sum(axis=1)
-            ok = fine <= kl
+            ok = self.fine(ra, rb) <= kl
             stats["candidates"] = stats.get("candidates", 0) + len(keep)
             stats["confirmed"] = stats.get("confirmed", 0) + int(ok.sum())
-            ia, ib = nodes[ra[ok] // w], nodes[rb[ok] // w]
+            ia, ib = self.node(ra[ok]), self.node(rb[ok])
             found.append((np.minimum(ia, ib), np.maximum(ia, ib), pd[ok], dd[ok], np.zeros(int(ok.sum()), bool)))
-    return merge_pairs(found, n, stats)
+        return found
 
 
 def band_keys(p: np.ndarray, d: np.ndarray, m1: int, m2: int):

@@ -347,3 +347,15 @@ def test_ray_shuffle_engine_equals_the_local_engine(ray_cluster):
     shuffled = ray_near_pairs(h, 10, 12, blocks=4)
     assert as_set(shuffled) == as_set(local) and len(local.i) >= 150
     assert shuffled.mirrored.tolist() == local.mirrored.tolist() and shuffled.pdist.tolist() == local.pdist.tolist()
+
+
+def test_the_ray_window_search_finds_the_local_pairs(ray_cluster):
+    from bench.dedup import uniform
+    from curate.phases.dedup import ray_window_pairs
+    from filters.mih import window_pairs
+    from filters.windows import INSERTS, MIRRORED
+
+    h, planted, _ = uniform(1_000)
+    local = window_pairs(h, 10, 12, 72, len(INSERTS), MIRRORED)
+    spread = ray_window_pairs(h, 10, 12, 72, len(INSERTS), MIRRORED, blocks=2)
+    assert as_set(spread) == as_set(local) and {tuple(sorted(p)) for p in planted[-5:].tolist()} <= as_set(local)

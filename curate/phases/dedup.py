@@ -21,6 +21,7 @@ from filters.gates import below_top_fraction
 from filters.mih import (
     Hashes,
     Pairs,
+    WindowRecords,
     band_keys,
     fixed_bytes,
     keyed_pairs,
@@ -28,6 +29,8 @@ from filters.mih import (
     merge_pairs,
     near_pairs,
     plan,
+    window_pairs,
+    window_plan,
 )
 from filters.windows import unpack as windows_unpack
 from schemas.job import Job
@@ -95,6 +98,63 @@ def verify_partition(group: dict, k: int, kd: int) -> dict:
             "ddist": dd.astype(np.int16), "mirrored": mirrored.astype(bool)}
 
 
+def emit_window_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
+    """Per window record (node, slot, hashes) and band table: the record keyed by (table, pHash
+    band, dHash band), and the partition of that key."""
+    p, d = batch["p"].astype(np.uint64), batch["d"].astype(np.uint64)
+    out = {"part": [], "table": [], "key": []}
+    for t, key in enumerate(band_keys(p, d, m1, m2)):
+        out["part"].append(((key * np.uint64(0x9E3779B97F4A7C15) + np.uint64(t)) >> np.uint64(40)) % np.uint64(parts))
+        out["table"].append(np.full(len(p), t, np.int32))
+        out["key"].append(key)
+    tables = len(out["key"])
+    return {**{name: np.concatenate(v) for name, v in out.items()},
+            **{name: np.tile(batch[name], tables) for name in ("node", "inserted", "p", "d", "l0", "l1", "l2", "l3")}}
+
+
+def verify_window_partition(group: dict, k: int, kd: int, kl: int) -> dict:
+    """The confirmed window pairs of one partition's keys, found as `window_pairs` finds them."""
+    p, d, key = (group[c].astype(np.uint64) for c in ("p", "d", "key"))
+    long = np.stack([group[f"l{i}"].astype(np.uint64) for i in range(4)], axis=1)
+    pairs = []
+    for t in np.unique(group["table"]):
+        rows = np.flatnonzero(group["table"] == t)
+        node, inserted, words = group["node"][rows], group["inserted"][rows], long[rows]
+        records = WindowRecords(lambda r: node[r], lambda r: inserted[r],
+                                lambda ra, rb: np.bitwise_count(words[ra] ^ words[rb]).sum(axis=1))
+        pairs += records.matches(key[rows], p[rows], d[rows], k, kd, kl, {})
+    i, j, pd, dd, _ = (np.concatenate(c) for c in zip(*pairs)) if pairs else [np.empty(0)] * 5
+    return {"i": i.astype(np.int64), "j": j.astype(np.int64), "pdist": pd.astype(np.int16), "ddist": dd.astype(np.int16)}
+
+
+def ray_window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched: int, of: np.ndarray | None = None,
+                     blocks: int | None = None) -> Pairs:
+    """The pairs of `window_pairs`, with the band tables spread over the cluster as in
+    `ray_near_pairs`; each record carries its 256-bit hash to the partition that verifies it."""
+    import ray.data
+
+    of = np.arange(len(h)) if of is None else of
+    n = len(of)
+    nodes = np.flatnonzero(h.w_known[of]) if h.wp is not None else np.empty(0, np.int64)
+    if len(nodes) < 2:
+        return merge_pairs([], n, {})
+    src = of[nodes]
+    m1, m2 = window_plan(len(nodes) * searched, k, kd)
+    stats = {"m1": m1, "m2": m2, "tables": m1 * m2}
+    long = h.wlong[src, :searched].reshape(-1, 4)
+    records = pa.table({"node": np.repeat(nodes, searched), "inserted": np.tile(np.arange(searched) < inserts, len(nodes)),
+                        "p": h.wp[src, :searched].ravel(), "d": h.wd[src, :searched].ravel(),
+                        **{f"l{i}": long[:, i] for i in range(4)}})
+    blocks = blocks or max(1, min(64, len(records) // 500_000 + 1))
+    pairs = (ray.data.from_arrow(records).repartition(blocks)
+             .map_batches(emit_window_records, fn_kwargs={"m1": m1, "m2": m2, "parts": 4 * blocks}, batch_format="numpy")
+             .groupby("part")
+             .map_groups(verify_window_partition, fn_kwargs={"k": k, "kd": kd, "kl": kl}, batch_format="numpy"))
+    got = [(b["i"], b["j"], b["pdist"], b["ddist"], np.zeros(len(b["i"]), bool))
+           for b in pairs.iter_batches(batch_format="numpy", batch_size=None) if len(b["i"])]
+    return merge_pairs(got, n, stats)
+
+
 def ray_near_pairs(h: Hashes, k: int, kd: int, blocks: int | None = None) -> Pairs:
     """The pairs of `near_pairs`, with the band tables spread over the cluster by a Ray Data
     shuffle: records are hash-partitioned by key, and each partition is sorted and verified
@@ -150,7 +210,8 @@ def run_dedup(job: Job, run: RunDir) -> dict:
         near=cfg.near, k=cfg.max_distance, kd=cfg.confirm_distance, kl=cfg.long_distance,
         kw=cfg.window_distance if cfg.windows else None, embeddings=embeddings,
         semantic_threshold=cfg.semantic.threshold if cfg.semantic.enabled else None, prior=prior.num_rows,
-        pair_finder=near_pairs if engine == "local" else ray_near_pairs, colour=colour,
+        pair_finder=near_pairs if engine == "local" else ray_near_pairs,
+        window_finder=window_pairs if engine == "local" else ray_window_pairs, colour=colour,
     )
     write_parquet_atomic(run.dedup, pa.concat_tables([decisions, misaligned.select(DEDUP.names).cast(DEDUP)]))
     failpoint.hit("dedup.decided")
