@@ -378,7 +378,10 @@ def ingest_like(img, quality: int, cost: list | None = None) -> dict:
 def copy_kinds() -> None:
     from curate.sample import render
     from filters.dedup import collapse, deduplicate, fine_confirmed
-    from filters.mih import Hashes, fixed_bytes, long_words, near_pairs
+    from functools import partial
+
+    from filters.mih import Hashes, fixed_bytes, long_words, near_pairs, plan, window_pairs, window_plan
+    from filters.windows import MIRRORED
     from filters.windows import unpack as windows_unpack
 
     originals = int(os.environ.get("BENCH_DEDUP_ORIGINALS", "300"))
@@ -414,12 +417,16 @@ def copy_kinds() -> None:
     index_of = {key: i for i, key in enumerate(keys)}
     original_of, kind_of = np.array(original_of), np.array(kind_of)
 
-    def evaluate(name: str, hashes, **kw) -> None:
+    def evaluate(name: str, hashes, plans: int | None = None, **kw) -> None:
+        """`plans`: search with the band plans of a run of that many pictures."""
         found = {}
+        bands = plan(plans, K, KD) if plans else (None, None)
 
         def finder(node_hashes, k, kd):
-            found["pairs"], found["hashes"] = near_pairs(node_hashes, k, kd), node_hashes
+            found["pairs"], found["hashes"] = near_pairs(node_hashes, k, kd, *bands), node_hashes
             return found["pairs"]
+        if plans:
+            kw["window_finder"] = partial(window_pairs, bands=window_plan(plans * MIRRORED, K, KD))
         table = deduplicate(keys, keys, hashes, col["pixels"], np.full(n, np.nan), k=K, kd=KD, pair_finder=finder, **kw)
         rep = np.array([index_of[r] if r else i for i, r in enumerate(table["near_duplicate_of"].to_pylist())])
         print(f"{name}:")
@@ -480,6 +487,10 @@ def copy_kinds() -> None:
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known,
                     *windows_unpack(col["windows"]), thumbs),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
+    evaluate("the same, searched with the band plans of a 10M-picture run (narrower exact regions)",
+             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known,
+                    *windows_unpack(col["windows"]), thumbs),
+             plans=10_000_000, letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
     evaluate("without window hashes and thumbnails, 256-bit pHash<=80 (the previous session's rule)",
              Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"], kl=80, kw=None)

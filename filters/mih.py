@@ -220,13 +220,14 @@ def window_plan(records: int, k: int, kd: int) -> tuple[int, int]:
 
 
 def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched: int, of: np.ndarray | None = None,
-                 window: int = 256, chunk: int = 1 << 22) -> Pairs:
+                 bands: tuple[int, int] | None = None, window: int = 256, chunk: int = 1 << 22) -> Pairs:
     """Pairs in which one picture's inserted window (`filters.windows`: the first `inserts`) and
     the other's queried window (up to `searched`: the mirror image's queries are left to the
     direct check against a cluster's kept copy) agree on their 64-bit hashes and are within kl
     on their 256-bit pHashes: one is a crop or a small turn of the other. Searched like
-    `near_pairs`, with every (picture, window) as a record. `of`: the input standing for each
-    node (pairs are between nodes); by default every input is its own node."""
+    `near_pairs`, with every (picture, window) as a record (`bands`: the plan, default
+    `window_plan`'s). `of`: the input standing for each node (pairs are between nodes); by
+    default every input is its own node."""
     of = np.arange(len(h)) if of is None else of
     n = len(of)
     nodes = np.flatnonzero(h.w_known[of]) if h.wp is not None else np.empty(0, np.int64)
@@ -236,7 +237,7 @@ def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched: in
     w = searched
     src = of[nodes]
     p, d = h.wp[src, :w].ravel(), h.wd[src, :w].ravel()     # record r: window r % w of node nodes[r // w]
-    m1, m2 = window_plan(len(p), k, kd)
+    m1, m2 = bands or window_plan(len(p), k, kd)
     stats.update(m1=m1, m2=m2, tables=m1 * m2)
     records = WindowRecords(lambda r: nodes[r // w], lambda r: r % w < inserts,
                             lambda ra, rb: np.bitwise_count(h.wlong[src[ra // w], ra % w] ^ h.wlong[src[rb // w], rb % w]).sum(axis=1))
