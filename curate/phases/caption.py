@@ -136,12 +136,17 @@ def with_columns(batch: pa.Table, columns: dict[str, list[str | None]]) -> pa.Ta
 class CaptionActor:
     """Ray actor: loads one captioner once, captions batches, keeps order. Adds the columns
     raw_<name> (text), err_<name> (error, "" when none) and finish_<name> (stop | length; "" when
-    it failed)."""
+    it failed).
 
-    def __init__(self, cfg_json: str, drop_pixels: bool, seed: int = 0):
+    `finish_json` (the job): this actor is the last stage and no scorer follows, so it also
+    finalizes its batches (`finalize_rows`) here, where transformers is already loaded; as a
+    separate task, each new worker process would import transformers (~2 s) only to count tokens."""
+
+    def __init__(self, cfg_json: str, drop_pixels: bool, seed: int = 0, finish_json: str | None = None):
         self.cfg = CaptionerConfig.model_validate_json(cfg_json)
         self.captioner = build_captioner(self.cfg, seed)
         self.drop_pixels = drop_pixels
+        self.finish = Job.model_validate_json(finish_json) if finish_json else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
@@ -159,6 +164,8 @@ class CaptionActor:
                 finishes[i] = res.finish or ""
                 errors[i] = f"caption: {res.error}" if res.error else ""
         out = with_columns(batch, {raw: texts, err: errors, fin: finishes})
+        if self.finish is not None:
+            return rows_to_table(finalize_rows(out, self.finish), CAPTIONED)
         return out.drop_columns(["pixels"]) if self.drop_pixels else out
 
 
@@ -177,8 +184,9 @@ def ray_batch_size(cfg: CaptionerConfig) -> int:
     return max(cfg.batch_size, math.ceil(cfg.api.concurrency / 2)) if cfg.backend == "openai" else cfg.batch_size
 
 
-def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: int):
-    """The dataset with one captioner's raw_/err_/finish_ columns added."""
+def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: int, finish: bool = False):
+    """The dataset with one captioner's raw_/err_/finish_ columns added (`finish`: and the rows
+    finalized by its actor, the last stage; see CaptionActor)."""
     import ray.data
 
     if cfg.backend == "vllm":
@@ -186,7 +194,8 @@ def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: 
     num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, pools)
     return ds.map_batches(
         ApiCaptionActor if cfg.backend == "openai" else CaptionActor,
-        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": drop_pixels, "seed": job.seed},
+        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": drop_pixels, "seed": job.seed,
+                               "finish_json": job.model_dump_json() if finish else None},
         batch_size=ray_batch_size(cfg), batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
     )
@@ -325,8 +334,11 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     captioners = [c for c in job.caption.captioners if c.name not in complete]
     scoring = job.hallucination.enabled
     n = sum(c.backend != "vllm" for c in captioners) + scoring  # CPU-sharing actor pools (vLLM's stages size themselves)
+    # the last captioner's actor finalizes the rows itself when nothing follows it (not vLLM's stages)
+    finished = bool(captioners) and not scoring and captioners[-1].backend != "vllm"
     for i, cfg in enumerate(captioners):
-        ds = add_captioner(ds, cfg, job, drop_pixels=i == len(captioners) - 1 and not scoring, pools=n)
+        last = i == len(captioners) - 1
+        ds = add_captioner(ds, cfg, job, drop_pixels=last and not scoring, pools=n, finish=last and finished)
     if scoring:
         h = job.hallucination
         num_cpus, num_gpus = actor_resources("hallucination scorer", h.num_cpus, h.num_gpus, n)
@@ -335,7 +347,7 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
             batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=h.concurrency),
         )
-    else:
+    elif not finished:
         ds = ds.map_batches(finalize_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json()})
     task = progress.add_task("caption", total=sum(expected.values()))
     commit_by_unit(ds, expected, lambda u, rows: _commit(run, u, rows, kept), on_rows=lambda k: progress.advance(task, k))
