@@ -23,7 +23,7 @@ from captioners import build_captioner, vllm_batch
 from captioners.base import FINISH_LENGTH
 from captioners.postprocess import clean, token_counter
 from curate import failpoint
-from curate.engine import actor_resources, commit_by_unit, unit_dataset
+from curate.engine import actor_resources, commit_by_unit, node_cpus, unit_dataset
 from curate.imaging import decode_for_model
 from curate.phases.rejects import rejects_from
 from curate.phases.restage import restage_missing
@@ -82,6 +82,18 @@ def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: t
         out = prepared_row(row["unit"], row["key"], row["alt"], image, error, reason, row.get("embedding"))
         rows.append(out | {c: row[c] for c in raw_columns})
     return rows_to_table(rows, with_raw_columns(PREPARED, reuse))
+
+
+def decode_tasks(next_pool: int):
+    """The prepare step's compute: CPU tasks, at most one per CPU of the cluster, never as many as
+    the actor pool after it (`next_pool` actors). Ray Data fuses a task step into the next actor
+    pool when the step's size is unset or equal to the pool's and both reserve the same
+    resources, as a CPU-only captioner does; fused, every decode would run inside the pool's few
+    actors, one image at a time, with the model waiting on it, instead of on the free CPUs."""
+    import ray.data
+
+    cpus = max(1, int(sum(node_cpus())))
+    return ray.data.TaskPoolStrategy(size=cpus + 1 if cpus == next_pool else cpus)
 
 
 def with_raw_columns(schema: pa.Schema, names) -> pa.Schema:
@@ -327,12 +339,14 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     changed = restage_missing(job, run, staged_rows(run))   # staged copies removed by an earlier, complete run
     kept = kept.append_column("changed", pa.array([changed.get(k) for k in kept["key"].to_pylist()], pa.string()))
     kept = with_previous_raw(run, kept, pending, reuse)
-    ds = unit_dataset(kept, pending).map_batches(
-        prepare_block, batch_size=None, batch_format="pyarrow",
-        fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root), "reuse": tuple(reuse)})
     # a captioner whose earlier raw text covers every pending sample is not run at all
     captioners = [c for c in job.caption.captioners if c.name not in complete]
     scoring = job.hallucination.enabled
+    first_pool = (captioners[0].concurrency if captioners and captioners[0].backend != "vllm"
+                  else job.hallucination.concurrency if scoring and not captioners else 0)
+    ds = unit_dataset(kept, pending).map_batches(
+        prepare_block, batch_size=None, batch_format="pyarrow", compute=decode_tasks(first_pool),
+        fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root), "reuse": tuple(reuse)})
     n = sum(c.backend != "vllm" for c in captioners) + scoring  # CPU-sharing actor pools (vLLM's stages size themselves)
     # the last captioner's actor finalizes the rows itself when nothing follows it (not vLLM's stages)
     finished = bool(captioners) and not scoring and captioners[-1].backend != "vllm"
