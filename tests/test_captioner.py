@@ -104,10 +104,11 @@ def test_decoding_is_not_fused_into_the_captioners_actor_pool(ray_cluster):
             return batch
 
     # both steps reserve 1 CPU: without the compute, the stats name one operator "MapBatches(<lambda>)->MapBatches(Model)"
-    stats = ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b, compute=decode_tasks(1)).map_batches(
+    stats = ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b, compute=decode_tasks(1, 2)).map_batches(
         Model, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1)).materialize().stats()
     assert " MapBatches(<lambda>): " in stats and " MapBatches(Model): " in stats and "->MapBatches(Model)" not in stats
-    assert (decode_tasks(1).size, decode_tasks(2).size) == (2, 3)     # one task per CPU, never the pool's size
+    # one task per CPU and per block, never the pool's size (as many blocks as actors: each decodes its own)
+    assert [(c.size if c else None) for c in (decode_tasks(1, 4), decode_tasks(2, 4), decode_tasks(2, 2), decode_tasks(3, 1))] == [2, 3, None, 1]
 
 
 @pytest.fixture(scope="module")

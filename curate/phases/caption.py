@@ -84,16 +84,19 @@ def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: t
     return rows_to_table(rows, with_raw_columns(PREPARED, reuse))
 
 
-def decode_tasks(next_pool: int):
-    """The prepare step's compute: CPU tasks, at most one per CPU of the cluster, never as many as
+def decode_tasks(next_pool: int, blocks: int):
+    """The prepare step's compute: CPU tasks, at most one per CPU and per block, never as many as
     the actor pool after it (`next_pool` actors). Ray Data fuses a task step into the next actor
     pool when the step's size is unset or equal to the pool's and both reserve the same
     resources, as a CPU-only captioner does; fused, every decode would run inside the pool's few
-    actors, one image at a time, with the model waiting on it, instead of on the free CPUs."""
+    actors, one image at a time, with the model waiting on it, instead of on the free CPUs. With
+    no more blocks than actors, fusing costs nothing (each actor decodes its own block): None."""
     import ray.data
 
-    cpus = max(1, int(sum(node_cpus())))
-    return ray.data.TaskPoolStrategy(size=cpus + 1 if cpus == next_pool else cpus)
+    size = min(max(1, int(sum(node_cpus()))), blocks)
+    if size == next_pool:
+        return ray.data.TaskPoolStrategy(size=size + 1) if blocks > size else None
+    return ray.data.TaskPoolStrategy(size=size)
 
 
 def with_raw_columns(schema: pa.Schema, names) -> pa.Schema:
@@ -345,7 +348,7 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     first_pool = (captioners[0].concurrency if captioners and captioners[0].backend != "vllm"
                   else job.hallucination.concurrency if scoring and not captioners else 0)
     ds = unit_dataset(kept, pending).map_batches(
-        prepare_block, batch_size=None, batch_format="pyarrow", compute=decode_tasks(first_pool),
+        prepare_block, batch_size=None, batch_format="pyarrow", compute=decode_tasks(first_pool, len(pending)),
         fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root), "reuse": tuple(reuse)})
     n = sum(c.backend != "vllm" for c in captioners) + scoring  # CPU-sharing actor pools (vLLM's stages size themselves)
     # the last captioner's actor finalizes the rows itself when nothing follows it (not vLLM's stages)
