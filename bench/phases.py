@@ -27,7 +27,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import cache_dir
-from bench.crawl import DISTINCT, DUPLICATES, ROOT, corpus, curate_cmd, curate_env, curate_job, run_timed, tiny_models
+from bench.crawl import (
+    DISTINCT,
+    DUPLICATES,
+    ROOT,
+    corpus,
+    curate_cmd,
+    curate_env,
+    curate_job,
+    run_timed,
+    tiny_models,
+)
 
 CGROUPS = Path("/sys/fs/cgroup/cpuacct")
 STEPS = [("start + preflight + ray_init", "ingest: start"), ("ingest", "ingest: done"), ("dedup", "caption: start"),
@@ -87,7 +97,7 @@ def run_version(tree: Path, work: Path, url_list: Path) -> None:
     out = work / "out"
     marks = log_times(next((out / "logs").glob("*.log")).read_text())
     written = json.loads((out / "manifest.json").read_text())["counts"]["written"]
-    print(f"{str(tree):<40} {written:,} written in {seconds:.1f} s ({written / seconds:.1f}/s), "
+    print(f"{tree!s:<40} {written:,} written in {seconds:.1f} s ({written / seconds:.1f}/s), "
           f"{clock.at(start + seconds):.1f} CPU s in all", flush=True)
     t0 = start
     for name, mark in STEPS:

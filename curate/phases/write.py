@@ -54,7 +54,7 @@ class TarSink:
     seconds in every fresh worker that writes shards."""
 
     def __init__(self, fileobj):
-        self.tarstream = tarfile.open(fileobj=fileobj, mode="w|")
+        self.tarstream = tarfile.open(fileobj=fileobj, mode="w|")  # noqa: SIM115 - closed by __exit__
 
     def write(self, key: str, fields: dict[str, bytes]) -> None:
         for field in sorted(fields):
