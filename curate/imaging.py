@@ -368,20 +368,28 @@ def phash_long(img: Image.Image) -> bytes:
 
 def content_hashes(data: bytes, img: Image.Image) -> dict:
     """Every hash ingest stores for an image: sha256 of its bytes, pHash and dHash of its
-    working-size decode `img`, and the border-trimmed / mirrored / 256-bit ones (`dedup_hashes`)."""
-    return {"sha256": sha256(data), "phash": phash64(img), "dhash": dhash64(img), **dedup_hashes(img)}
+    working-size decode `img`, and the border-trimmed / mirrored / 256-bit ones (`dedup_hashes`).
+    Every hash reads grey levels, so the picture turns grey once (conversion commutes with crop
+    and mirror: the values are the same)."""
+    grey = img.convert("L")
+    whole = {"phash": phash64(grey), "dhash": dhash64(grey)}
+    return {"sha256": sha256(data), **whole, **dedup_hashes(grey, whole)}
 
 
-def dedup_hashes(img: Image.Image) -> dict[str, int | bytes]:
+def dedup_hashes(img: Image.Image, whole: dict | None = None) -> dict[str, int | bytes]:
     """pHash and dHash of the picture with its borders trimmed, as shown and mirrored left-right,
     its 256-bit pHash, a 16 x 16 grey thumbnail (tells a local change from another picture), and
     its window hashes (`filters.windows`: crops and small turns).
 
     Dedup compares these: an added border or letterbox leaves them unchanged, and a mirrored
-    copy's hashes match the original's mirrored ones.
+    copy's hashes match the original's mirrored ones. `whole`: the untrimmed picture's phash and
+    dhash, reused when it has no border (most photographs) instead of hashing the same pixels twice.
     """
-    core = img.crop(content_box(img))
+    box = content_box(img)
+    core = img.crop(box)
+    if whole is None or box != (0, 0, img.width, img.height):
+        whole = {"phash": phash64(core), "dhash": dhash64(core)}
     mirror = ImageOps.mirror(core)
-    return {"phash_core": phash64(core), "dhash_core": dhash64(core),
+    return {"phash_core": whole["phash"], "dhash_core": whole["dhash"],
             "phash_mirror": phash64(mirror), "dhash_mirror": dhash64(mirror), "phash_long": phash_long(core),
             "thumb": core.convert("L").resize((16, 16), Image.Resampling.BOX).tobytes(), "windows": window_hashes(img)}

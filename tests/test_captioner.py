@@ -71,6 +71,46 @@ def test_caption_actor_keeps_rows_that_could_not_be_read(tiny_vlm):
     assert list(out["finish_dense"]) == ["length", "", "length"]  # 6 random tokens never reach the end token
 
 
+def test_the_last_caption_actor_finalizes_as_the_finalize_step_would(tiny_vlm, tmp_path):
+    """With nothing after it, the captioner's actor finalizes its own batches (no separate task
+    whose fresh worker imports transformers): the same rows the finalize step makes."""
+    from curate.phases.caption import CaptionActor, finalize_block, prepared_row
+    from curate.tinymodels import build_tiny_t5_tokenizer
+    from schemas.job import Job
+    from schemas.record import PREPARED, rows_to_table
+
+    cfg = CaptionerConfig(name="dense", model=str(tiny_vlm), preset="greedy", generation={"max_new_tokens": 6})
+    job = Job.model_validate({"name": "t", "out": str(tmp_path / "out"), "sources": [{"type": "folder", "path": str(tmp_path)}],
+                              "caption": {"captioners": [cfg.model_dump()], "tokenizer": str(build_tiny_t5_tokenizer(tmp_path / "t5"))}})
+    a, _, c = images(3)
+    batch = rows_to_table([prepared_row("u", "a", "alt a", a), prepared_row("u", "b", None, None, "OSError: gone"),
+                           prepared_row("u", "c", None, c)], PREPARED)
+    plain = CaptionActor(cfg.model_dump_json(), drop_pixels=True, seed=0)(batch)
+    finished = CaptionActor(cfg.model_dump_json(), drop_pixels=True, seed=0, finish_json=job.model_dump_json())(batch)
+    assert finished.equals(finalize_block(plain, job.model_dump_json()))
+    assert finished["status"].to_pylist() == ["captioned", "read_error", "captioned"]
+
+
+def test_decoding_is_not_fused_into_the_captioners_actor_pool(ray_cluster):
+    """Ray Data fuses a task step into the next actor pool when both reserve the same resources
+    (a CPU-only captioner): every decode would then run in the pool's one actor. The prepare
+    step's compute keeps it a step of its own, on the free CPUs."""
+    import ray.data
+
+    from curate.phases.caption import decode_tasks
+
+    class Model:
+        def __call__(self, batch):
+            return batch
+
+    # both steps reserve 1 CPU: without the compute, the stats name one operator "MapBatches(<lambda>)->MapBatches(Model)"
+    stats = ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b, compute=decode_tasks(1, 2)).map_batches(
+        Model, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1)).materialize().stats()
+    assert " MapBatches(<lambda>): " in stats and " MapBatches(Model): " in stats and "->MapBatches(Model)" not in stats
+    # one task per CPU and per block, never the pool's size (as many blocks as actors: each decodes its own)
+    assert [(c.size if c else None) for c in (decode_tasks(1, 4), decode_tasks(2, 4), decode_tasks(2, 2), decode_tasks(3, 1))] == [2, 3, None, 1]
+
+
 @pytest.fixture(scope="module")
 def chat_server(tiny_vlm, tmp_path_factory):
     """An OpenAI-compatible server process on 127.0.0.1 serving the tiny VLM."""

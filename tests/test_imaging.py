@@ -91,6 +91,27 @@ def test_phash_survives_reencode_and_separates_different_images():
     assert imaging.hamming(ha, hb) > 10
 
 
+def test_hashes_read_one_grey_copy_and_equal_each_hash_of_the_colour_picture():
+    """content_hashes turns the picture grey once and reuses a borderless picture's own hashes as
+    its core's: the values are those each hash function gives on the colour picture."""
+    from PIL import ImageOps
+
+    from filters.windows import window_hashes
+
+    photo = imaging.decode_working(jpeg(1600, 1200), 512)
+    framed = ImageOps.expand(photo, border=(24, 40, 24, 40), fill=(0, 0, 0))
+    for img in (photo, framed):
+        core = img.crop(imaging.content_box(img))
+        mirror = ImageOps.mirror(core)
+        assert imaging.content_hashes(b"x", img) == {
+            "sha256": imaging.sha256(b"x"), "phash": imaging.phash64(img), "dhash": imaging.dhash64(img),
+            "phash_core": imaging.phash64(core), "dhash_core": imaging.dhash64(core),
+            "phash_mirror": imaging.phash64(mirror), "dhash_mirror": imaging.dhash64(mirror),
+            "phash_long": imaging.phash_long(core), "thumb": core.convert("L").resize((16, 16), Image.Resampling.BOX).tobytes(),
+            "windows": window_hashes(img)}
+    assert imaging.content_box(framed) != (0, 0, *framed.size)   # the framed one takes the other path
+
+
 @functools.cache
 def _upright_4k() -> Image.Image:
     rng = np.random.default_rng(3)

@@ -15,6 +15,25 @@ def test_shards_close_at_samples_or_bytes():
     assert assign_shards(rows, 1, None) == [0, 1, 2, 0, 1, 2]
 
 
+def test_shard_bytes_are_webdatasets_own_tar_writers():
+    """The shard writer avoids importing webdataset (it imports torch) but writes its bytes."""
+    import io
+
+    import webdataset as wds
+
+    from curate.phases.write import TAR_MTIME, TarSink
+
+    samples = [("k1", {"jpg": b"x" * 1000}), ("k1", {"txt": "h\u00e9".encode(), "json": b"{}"}), ("k2", {"png": b"y" * 513})]
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    with TarSink(ours) as sink:
+        for key, fields in samples:
+            sink.write(key, fields)
+    with wds.TarWriter(theirs, encoder=False, mtime=TAR_MTIME) as writer:
+        for key, fields in samples:
+            writer.write({"__key__": key, **fields})
+    assert ours.getvalue() == theirs.getvalue()
+
+
 def test_webdataset_decodes_pil_and_ray_reads_the_shards(demo_run, ray_cluster):
     import ray.data
     import webdataset as wds

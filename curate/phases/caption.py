@@ -23,7 +23,7 @@ from captioners import build_captioner, vllm_batch
 from captioners.base import FINISH_LENGTH
 from captioners.postprocess import clean, token_counter
 from curate import failpoint
-from curate.engine import actor_resources, commit_by_unit, unit_dataset
+from curate.engine import actor_resources, commit_by_unit, node_cpus, unit_dataset
 from curate.imaging import decode_for_model
 from curate.phases.rejects import rejects_from
 from curate.phases.restage import restage_missing
@@ -84,6 +84,21 @@ def prepare_block(batch: pa.Table, side: int, job_json: str, root: str, reuse: t
     return rows_to_table(rows, with_raw_columns(PREPARED, reuse))
 
 
+def decode_tasks(next_pool: int, blocks: int):
+    """The prepare step's compute: CPU tasks, at most one per CPU and per block, never as many as
+    the actor pool after it (`next_pool` actors). Ray Data fuses a task step into the next actor
+    pool when the step's size is unset or equal to the pool's and both reserve the same
+    resources, as a CPU-only captioner does; fused, every decode would run inside the pool's few
+    actors, one image at a time, with the model waiting on it, instead of on the free CPUs. With
+    no more blocks than actors, fusing costs nothing (each actor decodes its own block): None."""
+    import ray.data
+
+    size = min(max(1, int(sum(node_cpus()))), blocks)
+    if size == next_pool:
+        return ray.data.TaskPoolStrategy(size=size + 1) if blocks > size else None
+    return ray.data.TaskPoolStrategy(size=size)
+
+
 def with_raw_columns(schema: pa.Schema, names) -> pa.Schema:
     for name in names:
         for column in (f"raw_{name}", f"err_{name}", f"finish_{name}"):
@@ -136,12 +151,17 @@ def with_columns(batch: pa.Table, columns: dict[str, list[str | None]]) -> pa.Ta
 class CaptionActor:
     """Ray actor: loads one captioner once, captions batches, keeps order. Adds the columns
     raw_<name> (text), err_<name> (error, "" when none) and finish_<name> (stop | length; "" when
-    it failed)."""
+    it failed).
 
-    def __init__(self, cfg_json: str, drop_pixels: bool, seed: int = 0):
+    `finish_json` (the job): this actor is the last stage and no scorer follows, so it also
+    finalizes its batches (`finalize_rows`) here, where transformers is already loaded; as a
+    separate task, each new worker process would import transformers (~2 s) only to count tokens."""
+
+    def __init__(self, cfg_json: str, drop_pixels: bool, seed: int = 0, finish_json: str | None = None):
         self.cfg = CaptionerConfig.model_validate_json(cfg_json)
         self.captioner = build_captioner(self.cfg, seed)
         self.drop_pixels = drop_pixels
+        self.finish = Job.model_validate_json(finish_json) if finish_json else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
@@ -159,6 +179,8 @@ class CaptionActor:
                 finishes[i] = res.finish or ""
                 errors[i] = f"caption: {res.error}" if res.error else ""
         out = with_columns(batch, {raw: texts, err: errors, fin: finishes})
+        if self.finish is not None:
+            return rows_to_table(finalize_rows(out, self.finish), CAPTIONED)
         return out.drop_columns(["pixels"]) if self.drop_pixels else out
 
 
@@ -177,8 +199,9 @@ def ray_batch_size(cfg: CaptionerConfig) -> int:
     return max(cfg.batch_size, math.ceil(cfg.api.concurrency / 2)) if cfg.backend == "openai" else cfg.batch_size
 
 
-def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: int):
-    """The dataset with one captioner's raw_/err_/finish_ columns added."""
+def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: int, finish: bool = False):
+    """The dataset with one captioner's raw_/err_/finish_ columns added (`finish`: and the rows
+    finalized by its actor, the last stage; see CaptionActor)."""
     import ray.data
 
     if cfg.backend == "vllm":
@@ -186,7 +209,8 @@ def add_captioner(ds, cfg: CaptionerConfig, job: Job, drop_pixels: bool, pools: 
     num_cpus, num_gpus = actor_resources(f"captioner {cfg.name!r}", cfg.num_cpus, cfg.num_gpus, pools)
     return ds.map_batches(
         ApiCaptionActor if cfg.backend == "openai" else CaptionActor,
-        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": drop_pixels, "seed": job.seed},
+        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "drop_pixels": drop_pixels, "seed": job.seed,
+                               "finish_json": job.model_dump_json() if finish else None},
         batch_size=ray_batch_size(cfg), batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.concurrency),
     )
@@ -318,15 +342,20 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
     changed = restage_missing(job, run, staged_rows(run))   # staged copies removed by an earlier, complete run
     kept = kept.append_column("changed", pa.array([changed.get(k) for k in kept["key"].to_pylist()], pa.string()))
     kept = with_previous_raw(run, kept, pending, reuse)
-    ds = unit_dataset(kept, pending).map_batches(
-        prepare_block, batch_size=None, batch_format="pyarrow",
-        fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root), "reuse": tuple(reuse)})
     # a captioner whose earlier raw text covers every pending sample is not run at all
     captioners = [c for c in job.caption.captioners if c.name not in complete]
     scoring = job.hallucination.enabled
+    first_pool = (captioners[0].concurrency if captioners and captioners[0].backend != "vllm"
+                  else job.hallucination.concurrency if scoring and not captioners else 0)
+    ds = unit_dataset(kept, pending).map_batches(
+        prepare_block, batch_size=None, batch_format="pyarrow", compute=decode_tasks(first_pool, len(pending)),
+        fn_kwargs={"side": side, "job_json": job.model_dump_json(), "root": str(run.root), "reuse": tuple(reuse)})
     n = sum(c.backend != "vllm" for c in captioners) + scoring  # CPU-sharing actor pools (vLLM's stages size themselves)
+    # the last captioner's actor finalizes the rows itself when nothing follows it (not vLLM's stages)
+    finished = bool(captioners) and not scoring and captioners[-1].backend != "vllm"
     for i, cfg in enumerate(captioners):
-        ds = add_captioner(ds, cfg, job, drop_pixels=i == len(captioners) - 1 and not scoring, pools=n)
+        last = i == len(captioners) - 1
+        ds = add_captioner(ds, cfg, job, drop_pixels=last and not scoring, pools=n, finish=last and finished)
     if scoring:
         h = job.hallucination
         num_cpus, num_gpus = actor_resources("hallucination scorer", h.num_cpus, h.num_gpus, n)
@@ -335,7 +364,7 @@ def run_caption(job: Job, run: RunDir, progress) -> dict:
             batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=h.concurrency),
         )
-    else:
+    elif not finished:
         ds = ds.map_batches(finalize_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"job_json": job.model_dump_json()})
     task = progress.add_task("caption", total=sum(expected.values()))
     commit_by_unit(ds, expected, lambda u, rows: _commit(run, u, rows, kept), on_rows=lambda k: progress.advance(task, k))

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import webdataset as wds
 from PIL import Image
 
 from curate import failpoint
@@ -45,6 +45,29 @@ from schemas.record import (
 )
 
 TAR_MTIME = 946684800  # fixed member mtime (2000-01-01) so shard bytes are reproducible
+
+
+class TarSink:
+    """A webdataset shard as a stream: members named `<key>.<field>`, a sample's fields in name
+    order, written as webdataset's TarWriter writes them (mode 0444, owner bigdata, fixed mtime),
+    so readers see the same bytes. Not TarWriter itself: importing webdataset imports torch,
+    seconds in every fresh worker that writes shards."""
+
+    def __init__(self, fileobj):
+        self.tarstream = tarfile.open(fileobj=fileobj, mode="w|")  # noqa: SIM115 - closed by __exit__
+
+    def write(self, key: str, fields: dict[str, bytes]) -> None:
+        for field in sorted(fields):
+            data = fields[field]
+            info = tarfile.TarInfo(f"{key}.{field}")
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), TAR_MTIME, 0o444, "bigdata", "bigdata"
+            self.tarstream.addfile(info, io.BytesIO(data))
+
+    def __enter__(self) -> TarSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.tarstream.close()
 
 
 def shard_folder(table: int) -> str:
@@ -132,7 +155,7 @@ def write_shard(rows: pa.Table, job: Job, store: StagingStore) -> pa.Table:
     if output.exists(rel) and store.exists(done):
         return pq.read_table(pa.BufferReader(store.read_file(done)), schema=MEMBERS)
     members = []
-    with output.open_write(rel) as fh, wds.TarWriter(fh, encoder=False, mtime=TAR_MTIME) as sink:
+    with output.open_write(rel) as fh, TarSink(fh) as sink:
         for row in rows.to_pylist():
             data = store.read(row["blob"])
             if job.output.verify_staged and sha256(data) != row["sha256"]:
@@ -140,11 +163,11 @@ def write_shard(rows: pa.Table, job: Job, store: StagingStore) -> pa.Table:
             image, how = member_image(data, row, job)
             # the image member goes first (webdataset writes a sample's members in name order: jpg < json < txt);
             # its data ends where the stream stands after it, less the padding to whole tar blocks
-            sink.write({"__key__": row["key"], row["member"].rsplit(".", 1)[1]: image})
+            sink.write(row["key"], {row["member"].rsplit(".", 1)[1]: image})
             offset = sink.tarstream.offset - -(-len(image) // TAR_BLOCK) * TAR_BLOCK
             stored = {"key": row["key"], "stored_as": how, "member_offset": offset, "member_bytes": len(image)}
             record = {k: row.get(k) for k in INDEX.names} | stored
-            sink.write({"__key__": row["key"], "txt": row["caption"].encode(), "json": record_json(record)})
+            sink.write(row["key"], {"txt": row["caption"].encode(), "json": record_json(record)})
             members.append(stored)
             failpoint.hit("write.member")
         table = pa.Table.from_pylist(members, schema=MEMBERS)
