@@ -5,8 +5,6 @@ The index row and the `{key}.json` in the tar carry the same field names (the re
 
 import pyarrow as pa
 
-from filters.windows import WINDOW_BYTES, WINDOWS
-
 # Row status values beside the Reason codes (schemas.reasons): what a phase hands on.
 STAGED = "staged"          # an ingest row that passed every gate (dedup and caption read these)
 CAPTIONED_OK = "captioned"  # a caption row that write turns into a sample
@@ -47,7 +45,7 @@ INGESTED = pa.schema([
     ("dhash_mirror", pa.uint64()),
     ("phash_long", pa.binary(32)),    # 256-bit pHash of the picture inside its borders (confirms near pairs)
     ("thumb", pa.binary(256)),          # 16 x 16 grey of the picture inside its borders (confirms near pairs)
-    ("windows", pa.binary(WINDOWS * WINDOW_BYTES)),  # hashes of windows of the picture (filters.windows: crops, turns)
+    ("windows", pa.binary(672)),      # hashes of 14 windows of the picture, 48 bytes each (filters.windows: crops, turns)
     ("aesthetic", pa.float32()),
     ("nsfw", pa.float32()),           # heads on the same embedding (filters.safety), when set
     ("watermark", pa.float32()),

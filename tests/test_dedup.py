@@ -349,6 +349,16 @@ def test_ray_shuffle_engine_equals_the_local_engine(ray_cluster):
     assert shuffled.mirrored.tolist() == local.mirrored.tolist() and shuffled.pdist.tolist() == local.pdist.tolist()
 
 
+def test_the_window_column_holds_every_window():
+    import pyarrow as pa
+
+    from filters.windows import WINDOW_BYTES, WINDOWS, window_hashes
+    from schemas.record import INGESTED
+
+    assert INGESTED.field("windows").type == pa.binary(WINDOWS * WINDOW_BYTES)
+    assert len(window_hashes(Image.new("RGB", (300, 200), (40, 90, 200)))) == WINDOWS * WINDOW_BYTES
+
+
 def test_the_ray_window_search_finds_the_local_pairs(ray_cluster):
     from bench.dedup import uniform
     from curate.phases.dedup import ray_window_pairs
