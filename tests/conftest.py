@@ -131,19 +131,21 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess
 
 
 def kill_mid_caption(args: list[str], root: Path, timeout: float = 300) -> None:
-    """Start `curate run` (args) as its own process group and SIGKILL the whole group as soon as
-    the first caption unit of `root` is committed."""
+    """Run `curate run` (args) as its own process group until its driver kills itself at the
+    second caption commit (failpoint `caption.commit`: one unit committed, the second not), then
+    SIGKILL what is left of the group. A failpoint, not a clock: captioning can finish every unit
+    between two polls."""
     import signal
-    import time
 
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + timeout
+    env = {**os.environ, "CURATE_FAILPOINT": "caption.commit:2"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
-        while time.time() < deadline and len(list((root / "_work/caption").glob("*.done"))) < 1:
-            assert proc.poll() is None, "run finished before it could be killed"
-            time.sleep(0.05)
+        assert proc.wait(timeout) == -signal.SIGKILL, "run finished before it could be killed"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
 
 
