@@ -21,9 +21,13 @@
    precision per kind, what the 256-bit pHash refuses, the ingest hashing cost it adds, and the
    share of groups that keep the clean original (and a clean copy: the original or its mirror).
 
+The 10M runs need ~17 GB of memory (the window hashes and thumbnails are ~1 KB a picture);
+BENCH_DEDUP_SIZES=100000,1000000 keeps it under 2 GB.
+
 Environment: BENCH_DEDUP_SIZES (default 100000,1000000,10000000), BENCH_DEDUP_SETS
 (uniform,skewed,tiles), BENCH_DEDUP_RAY (default 100000), BENCH_DEDUP_ORIGINALS (300),
-BENCH_DEDUP_LAYOUTS (pairs sharing a layout, default twice the originals).
+BENCH_DEDUP_LAYOUTS (pairs sharing a layout, default twice the originals), BENCH_DEDUP_SEED (the
+copy set's seed, default 0; 1 is the held-out set).
 """
 
 from __future__ import annotations
