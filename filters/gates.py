@@ -69,17 +69,25 @@ class Quality:
 
 
 @dataclass(frozen=True)
-class MinAesthetic:
-    """filters.aesthetics.min_aesthetic on the embedding actor's score."""
+class MinScore:
+    """A floor on a score of the embedding: filters.aesthetics.min_aesthetic, or
+    filters.alt_text.min_clip_alt (CLIP cosine of the image and its alt text). A sample without
+    the score (no alt text) passes."""
 
+    column: str       # "aesthetic" | "clip_alt"
     threshold: float
-    name: ClassVar[str] = "min_aesthetic"
+    reason: Reason
+    digits: int = 3   # shown in the detail
     stage: ClassVar[str] = EMBEDDING
 
+    @property
+    def name(self) -> str:
+        return f"min_{self.column}"
+
     def check(self, row: dict) -> Verdict | None:
-        score = row.get("aesthetic")
+        score = row.get(self.column)
         if score is not None and score < self.threshold:
-            return Verdict(Reason.LOW_AESTHETIC, f"aesthetic {score:.2f} < min_aesthetic {self.threshold}")
+            return Verdict(self.reason, f"{self.column} {score:.{self.digits}f} < {self.name} {self.threshold}")
         return None
 
 
@@ -101,34 +109,18 @@ class MaxScore:
         return None
 
 
-@dataclass(frozen=True)
-class MinClipAlt:
-    """filters.alt_text.min_clip_alt: CLIP cosine of the image and its alt text. A sample without
-    alt text has no score and is never rejected by it."""
-
-    threshold: float
-    name: ClassVar[str] = "min_clip_alt"
-    stage: ClassVar[str] = EMBEDDING
-
-    def check(self, row: dict) -> Verdict | None:
-        score = row.get("clip_alt")
-        if score is not None and score < self.threshold:
-            return Verdict(Reason.LOW_CLIP_ALT, f"clip_alt {score:.3f} < min_clip_alt {self.threshold}")
-        return None
-
-
 def embedding_gates(filters: FiltersConfig) -> list[Gate]:
     """The gates on the embedding actor's scores (aesthetic, NSFW, watermark, alt-text agreement)."""
     aes, safety, alt = filters.aesthetics, filters.safety, filters.alt_text
     every: list[Gate] = []
     if aes.enabled and aes.min_aesthetic is not None:
-        every.append(MinAesthetic(aes.min_aesthetic))
+        every.append(MinScore("aesthetic", aes.min_aesthetic, Reason.LOW_AESTHETIC, digits=2))
     if safety.max_nsfw is not None:
         every.append(MaxScore("nsfw", safety.max_nsfw, Reason.NSFW))
     if safety.max_watermark is not None:
         every.append(MaxScore("watermark", safety.max_watermark, Reason.WATERMARK))
     if alt.enabled and alt.min_clip_alt is not None:
-        every.append(MinClipAlt(alt.min_clip_alt))
+        every.append(MinScore("clip_alt", alt.min_clip_alt, Reason.LOW_CLIP_ALT))
     return every
 
 
