@@ -68,6 +68,11 @@ def dedup_hashes(table: pa.Table) -> Hashes:
                   None if thumb is None else thumb.reshape(-1, 16, 16), thumb_known)
 
 
+def _partition(key: np.ndarray, table: int, parts: int) -> np.ndarray:
+    """The shuffle partition of band keys of one table (a multiplicative hash: whole keys stay together)."""
+    return ((key * np.uint64(0x9E3779B97F4A7C15) + np.uint64(table)) >> np.uint64(40)) % np.uint64(parts)
+
+
 def emit_band_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
     """Per picture, view (as shown, mirrored) and band table: one record keyed by (table, pHash
     band, dHash band), and the partition of that key. Partitions hold whole keys."""
@@ -75,7 +80,7 @@ def emit_band_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
     p, d = np.concatenate([batch["p"], batch["pm"]]), np.concatenate([batch["d"], batch["dm"]])
     out = {"part": [], "table": [], "key": [], "idx": [], "flipped": [], "p": [], "d": []}
     for t, key in enumerate(band_keys(p.astype(np.uint64), d.astype(np.uint64), m1, m2)):
-        out["part"].append(((key * np.uint64(0x9E3779B97F4A7C15) + np.uint64(t)) >> np.uint64(40)) % np.uint64(parts))
+        out["part"].append(_partition(key, t, parts))
         out["table"].append(np.full(2 * n, t, np.int32))
         out["key"].append(key)
         out["idx"].append(np.tile(batch["idx"], 2))
@@ -104,7 +109,7 @@ def emit_window_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
     p, d = batch["p"].astype(np.uint64), batch["d"].astype(np.uint64)
     out = {"part": [], "table": [], "key": []}
     for t, key in enumerate(band_keys(p, d, m1, m2)):
-        out["part"].append(((key * np.uint64(0x9E3779B97F4A7C15) + np.uint64(t)) >> np.uint64(40)) % np.uint64(parts))
+        out["part"].append(_partition(key, t, parts))
         out["table"].append(np.full(len(p), t, np.int32))
         out["key"].append(key)
     tables = len(out["key"])
