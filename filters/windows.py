@@ -21,7 +21,7 @@ trimming would cut from one copy and not the other.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy.fft import dct
 
 A, B, TURN = 0.025, 0.075, 3.0
@@ -40,17 +40,19 @@ def window_hashes(img: Image.Image) -> bytes:
     64-bit words, then 32 bytes of 256-bit pHash)."""
     grey = img.convert("L")
     grey.thumbnail((BASE_SIDE, BASE_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    turned = {0.0: grey, "mirror": ImageOps.mirror(grey)}
+    turned = {0.0: grey}
     p64, d98 = [], []
-    for at, (left, top, right, bottom, angle) in enumerate(INSERTS + QUERIES + QUERIES):
+    for left, top, right, bottom, angle in INSERTS + QUERIES:
         if angle not in turned:
             turned[angle] = grey.rotate(angle, Image.Resampling.BILINEAR)
-        src = turned["mirror" if at >= MIRRORED else angle]
-        w, h = src.size
+        w, h = turned[angle].size
         box = (round(left * w), round(top * h), w - round(right * w), h - round(bottom * h))
-        window = src.resize((64, 64), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+        window = turned[angle].resize((64, 64), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
         p64.append(np.asarray(window, np.float64))
         d98.append(np.asarray(window.resize((9, 8), Image.Resampling.BILINEAR), np.int16))
+    # the queries trim left and right alike, so the mirror image's windows are theirs flipped
+    p64 += [a[:, ::-1] for a in p64[len(INSERTS):]]
+    d98 += [a[:, ::-1] for a in d98[len(INSERTS):]]
     p64 = np.stack(p64)
     p32 = p64.reshape(WINDOWS, 32, 2, 32, 2).mean(axis=(2, 4))
     low = dct(dct(p32, axis=1), axis=2)[:, :8, :8].reshape(WINDOWS, 64)
