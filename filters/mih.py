@@ -20,6 +20,7 @@ over their pHash order, so memory and time stay bounded on skewed data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import log2
 
@@ -251,9 +252,9 @@ class WindowRecords:
     """Window records of a search: the node each belongs to, whether it is an inserted window,
     and the 256-bit distance of record pairs (functions of record positions)."""
 
-    node: object
-    inserted: object
-    fine: object
+    node: Callable[[np.ndarray], np.ndarray]
+    inserted: Callable[[np.ndarray], np.ndarray]
+    fine: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
     def matches(self, key, p, d, k, kd, kl, stats, window=256, chunk=1 << 22, bits=64) -> list[tuple]:
         """Confirmed (node, node, pHash and dHash distance, mirrored: no) pairs among records
