@@ -172,24 +172,45 @@ def _decoding(data: bytes, decodes: Decodes | None) -> Iterator[Image.Image]:
 
 def decode_for_model(data: bytes, side: int, decodes: Decodes | None = None) -> Image.Image:
     """The upright RGB picture with its long side at most `side`, as a model's input (the
-    captioners' CPU feed). JPEG decodes through DCT scaling (draft) at the smallest 1/2, 1/4 or
-    1/8 size still covering the target, other formats are box-reduced to within 2x of it; the
-    last step, under 2x, is a bilinear resize in OpenCV (several times Pillow's speed here);
-    the EXIF orientation is applied last, to the small image.
+    captioners' CPU feed). A YCbCr or grey JPEG decodes in libjpeg-turbo (simplejpeg) through DCT
+    scaling at the smallest 1/2, 1/4 or 1/8 size still covering the target, straight into one
+    array; other images decode in Pillow and are box-reduced to within 2x of it. The last step,
+    under 2x, is a bilinear resize in OpenCV (several times Pillow's speed here); the EXIF
+    orientation is applied last, to the small image.
     A 3840x2160 JPEG to 1344 px: bench/ingest. Raises InputError('decode_error')."""
     with _decoding(data, decodes) as opened:
         target = fit_within(*opened.size, side)     # as stored; the orientation turns it at the end
-        if opened.format == "JPEG":
-            opened.draft("RGB", target)
-        opened.load()
         orientation = opened.getexif().get(ORIENTATION_TAG, 1)
-        img = rgb8(opened)
-        factor = min(img.width // target[0], img.height // target[1])
-        if factor >= 2:
-            img = img.reduce(factor)
-        if img.size != target:
-            img = Image.fromarray(_cv2().resize(np.asarray(img), target, interpolation=_cv2().INTER_LINEAR))
+        if opened.format == "JPEG" and opened.mode in ("RGB", "L"):
+            img = _resized(_jpeg_scaled(data, opened.size, target), target)
+        else:
+            img = rgb8(opened)
+            factor = min(img.width // target[0], img.height // target[1])
+            if factor >= 2:
+                img = img.reduce(factor)
+            if img.size != target:
+                img = _resized(np.asarray(img), target)
         return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
+
+
+def _jpeg_scaled(data: bytes, size: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
+    """RGB pixels decoded at the largest 1/2^k (k <= 3) DCT scale still covering `target`.
+
+    Powers of two only, as Pillow's draft: libjpeg-turbo's SIMD IDCTs are the 8, 4, 2 and 1
+    point ones, so its 3/8 scale, nearer 1344 px for a 4K image, decodes slower (bench/ingest).
+    `strict` (simplejpeg's default) raises on truncated or corrupt data, as Pillow does."""
+    import simplejpeg
+
+    scale = 1
+    while scale < 8 and size[0] // (scale * 2) >= target[0] and size[1] // (scale * 2) >= target[1]:
+        scale *= 2
+    return simplejpeg.decode_jpeg(data, "RGB", min_width=-(-size[0] // scale), min_height=-(-size[1] // scale))
+
+
+def _resized(pixels: np.ndarray, target: tuple[int, int]) -> Image.Image:
+    if pixels.shape[1::-1] != target:
+        pixels = _cv2().resize(pixels, target, interpolation=_cv2().INTER_LINEAR)
+    return Image.fromarray(pixels)
 
 
 # EXIF orientation -> the turn that shows the picture upright (as ImageOps.exif_transpose does)

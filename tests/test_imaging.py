@@ -157,3 +157,24 @@ def test_model_decode_of_other_formats_and_small_images():
     with pytest.raises(InputError) as exc:
         imaging.decode_for_model(small[: len(small) // 2], 1344)
     assert exc.value.reason == "decode_error"
+
+
+@pytest.mark.parametrize("mode,subsampling", [("RGB", 2), ("RGB", 0), ("L", 0)])
+def test_model_decode_in_libjpeg_turbo_gives_pillows_pixels(mode, subsampling):
+    """The caption feed decodes YCbCr and grey JPEGs in simplejpeg (one array, no Pillow copy): the
+    pixels are exactly what Pillow's draft decode and the same resize give, at every DCT scale."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    picture = Image.fromarray((rng.random((40, 60, 3)) * 255).astype(np.uint8)).resize((3000, 2000), Image.BICUBIC)
+    buf = io.BytesIO()
+    picture.convert(mode).save(buf, "JPEG", quality=90, subsampling=subsampling)
+    for side, size in [(5000, (3000, 2000)), (1344, (1344, 896)), (600, (600, 400)), (64, (64, 43))]:
+        pillow = Image.open(io.BytesIO(buf.getvalue()))
+        pillow.draft("RGB", size)
+        expected = np.asarray(pillow.convert("RGB"))
+        if expected.shape[1::-1] != size:
+            expected = cv2.resize(expected, size, interpolation=cv2.INTER_LINEAR)
+        got = imaging.decode_for_model(buf.getvalue(), side)
+        assert got.mode == "RGB" and got.size == size
+        assert np.array_equal(np.asarray(got), expected), side
