@@ -18,6 +18,12 @@ Pillow loop that opens each file, checks its size and copies it into a tar.
 Targets: curate >= 1.5x img2dataset images/s; curate's bytes on too-small images <= 10 % of
 img2dataset's; folder variant >= 1.5x the Pillow loop.
 
+Beside each comparison, the decode floor: the CPU seconds, in this one process, of the two decodes
+no curate run can skip (ingest's working-size decode of every image passing the header gate, which
+its hashes need, and the caption feed's decode of every written image), spread over this
+machine's cores. No run here can be faster than that, whatever the engine's overhead; the line
+says what images/s it would allow against the same-run baseline.
+
     python -m bench crawl                 # the whole comparison
     CRAWL_N=300 python -m bench crawl     # a smaller list (distinct images; duplicates scale along)
 """
@@ -39,6 +45,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from bench.common import cache_dir
+from curate import imaging
 from curate.sample import render
 
 DISTINCT, DUPLICATES, FOLDER_4K = 2000, 700, 200
@@ -204,6 +211,29 @@ def served(log: Path, start_line: int, small: set[str]) -> tuple[int, int, int]:
     return len(lines), total, on_small
 
 
+def decode_floor(folder: Path, gated: list[str], out: Path, job: Path) -> tuple[float, int]:
+    """(CPU seconds of the decodes every run must do, images written): ingest's working decode of
+    each file in `gated` and the caption feed's decode of each file the run wrote (its index)."""
+    import pyarrow.dataset as ds
+
+    settings = json.loads(job.read_text())
+    side = settings["caption"]["captioners"][0]["image_side"]
+    written = [url.rsplit("/", 1)[-1] for url in ds.dataset(out / "index", format="parquet").to_table(columns=["url"])["url"].to_pylist()]
+    start = time.process_time()
+    for name in gated:
+        imaging.decode_working((folder / name).read_bytes(), 512)
+    for name in written:
+        imaging.decode_for_model((folder / name).read_bytes(), side)
+    return time.process_time() - start, len(written)
+
+
+def print_floor(cpu_s: float, written: int, baseline_rate: float) -> None:
+    cores = os.cpu_count() or 1
+    best = written / (cpu_s / cores)
+    print(f"decode floor: {cpu_s:.1f} CPU s of decodes = {cpu_s / cores:.1f} s on {cores} cores: at most "
+          f"{best:.1f} images/s, {best / baseline_rate:.2f}x the baseline, before any other work", flush=True)
+
+
 # ---- the comparisons -------------------------------------------------------------------------
 
 def crawl(work: Path, distinct: int, duplicates: int) -> None:
@@ -253,6 +283,8 @@ def crawl(work: Path, distinct: int, duplicates: int) -> None:
     print("curate rejected:", manifest["counts"]["rejected"], " failed:", manifest["counts"]["failed"])
     print("curate seconds per phase:", ", ".join(f"{k} {v}" for k, v in manifest["timings_s"].items()))
     print("targets: images/s >= 1.5x img2dataset; bytes on too-small <= 0.10x img2dataset's", flush=True)
+    gated = [r["name"] for r in rows if min(r["width"], r["height"]) >= GATE]
+    print_floor(*decode_floor(folder, gated, cur_work / "out", job), w_i2d / t_i2d)
 
 
 def pillow_loop(folder: Path, tar_path: Path) -> int:
@@ -286,6 +318,7 @@ def folder_variant(work: Path, n: int) -> None:
     print(f"{'images written / s':<34}{written / t_cur:>14.1f}{kept / t_loop:>14.1f}{(written / t_cur) / (kept / t_loop):>8.2f}x")
     print("curate seconds per phase:", ", ".join(f"{k} {v}" for k, v in manifest["timings_s"].items()))
     print("target: >= 1.5x the Pillow loop", flush=True)
+    print_floor(*decode_floor(folder, sorted(p.name for p in folder.glob("*.jpg")), cur_work / "out", job), kept / t_loop)
 
 
 def main() -> None:

@@ -149,8 +149,11 @@ def decode_working(data: bytes, side: int, decodes: Decodes | None = None) -> Im
     decode that fails part-way counts too: its work was done).
     """
     with _decoding(data, decodes) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (side // 2, side // 2))
+        if img.format == "JPEG" and img.mode in _TURBO_MODES:
+            orientation = img.getexif().get(ORIENTATION_TAG, 1)
+            img = Image.fromarray(_jpeg_scaled(data, img.size, (side // 2, side // 2)))
+            img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
         img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
         return rgb8(ImageOps.exif_transpose(img))
 
@@ -181,7 +184,7 @@ def decode_for_model(data: bytes, side: int, decodes: Decodes | None = None) -> 
     with _decoding(data, decodes) as opened:
         target = fit_within(*opened.size, side)     # as stored; the orientation turns it at the end
         orientation = opened.getexif().get(ORIENTATION_TAG, 1)
-        if opened.format == "JPEG" and opened.mode in ("RGB", "L"):
+        if opened.format == "JPEG" and opened.mode in _TURBO_MODES:
             img = _resized(_jpeg_scaled(data, opened.size, target), target)
         else:
             img = rgb8(opened)
@@ -212,6 +215,9 @@ def _resized(pixels: np.ndarray, target: tuple[int, int]) -> Image.Image:
         pixels = _cv2().resize(pixels, target, interpolation=_cv2().INTER_LINEAR)
     return Image.fromarray(pixels)
 
+
+# JPEGs libjpeg-turbo's RGB output takes as they are (YCbCr, RGB, grey); CMYK and YCCK go through Pillow
+_TURBO_MODES = ("RGB", "L")
 
 # EXIF orientation -> the turn that shows the picture upright (as ImageOps.exif_transpose does)
 _TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
