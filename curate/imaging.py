@@ -143,17 +143,21 @@ def decode_working(data: bytes, side: int, decodes: Decodes | None = None) -> Im
     """Decode once at working size: long side <= `side`, short side >= `side // 2` where the
     source is that large; EXIF-rotated, RGB.
 
-    JPEG uses draft mode (DCT scaling: a 4K image decodes straight at 1/8 size, never in
-    full), other formats decode then reduce. Raises InputError('decode_error') on truncated
+    JPEG uses DCT scaling (libjpeg-turbo through simplejpeg, or Pillow's draft for the JPEGs
+    `_jpeg_scaled` leaves to it: a 4K image decodes straight at 1/8 size, never in full), other
+    formats decode then reduce. Raises InputError('decode_error') on truncated
     or corrupt pixel data. Counts one decode in `decodes` once the pixels are being read (a
     decode that fails part-way counts too: its work was done).
     """
     with _decoding(data, decodes) as img:
-        if img.format == "JPEG" and img.mode in _TURBO_MODES:
+        pixels = _jpeg_scaled(img, data, (side // 2, side // 2))
+        if pixels is not None:
             orientation = img.getexif().get(ORIENTATION_TAG, 1)
-            img = Image.fromarray(_jpeg_scaled(data, img.size, (side // 2, side // 2)))
+            img = Image.fromarray(pixels)
             img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
             return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
+        if img.format == "JPEG":
+            img.draft("RGB", (side // 2, side // 2))
         img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
         return rgb8(ImageOps.exif_transpose(img))
 
@@ -184,9 +188,13 @@ def decode_for_model(data: bytes, side: int, decodes: Decodes | None = None) -> 
     with _decoding(data, decodes) as opened:
         target = fit_within(*opened.size, side)     # as stored; the orientation turns it at the end
         orientation = opened.getexif().get(ORIENTATION_TAG, 1)
-        if opened.format == "JPEG" and opened.mode in _TURBO_MODES:
-            img = _resized(_jpeg_scaled(data, opened.size, target), target)
+        pixels = _jpeg_scaled(opened, data, target)
+        if pixels is not None:
+            img = _resized(pixels, target)
         else:
+            if opened.format == "JPEG":
+                opened.draft("RGB", target)
+            opened.load()
             img = rgb8(opened)
             factor = min(img.width // target[0], img.height // target[1])
             if factor >= 2:
@@ -196,18 +204,25 @@ def decode_for_model(data: bytes, side: int, decodes: Decodes | None = None) -> 
         return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
 
 
-def _jpeg_scaled(data: bytes, size: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
-    """RGB pixels decoded at the largest 1/2^k (k <= 3) DCT scale still covering `target`.
+def _jpeg_scaled(opened: Image.Image, data: bytes, target: tuple[int, int]) -> np.ndarray | None:
+    """RGB pixels of a YCbCr or grey JPEG decoded in libjpeg-turbo at the largest 1/2^k (k <= 3)
+    DCT scale still covering `target`; None for other images, and for a JPEG libjpeg-turbo warns
+    about (simplejpeg's strict mode), which then goes to Pillow: Pillow refuses truncated data as
+    strict mode does, but accepts stray bytes between segments, as common web JPEGs need.
 
     Powers of two only, as Pillow's draft: libjpeg-turbo's SIMD IDCTs are the 8, 4, 2 and 1
-    point ones, so its 3/8 scale, nearer 1344 px for a 4K image, decodes slower (bench/ingest).
-    `strict` (simplejpeg's default) raises on truncated or corrupt data, as Pillow does."""
+    point ones, so its 3/8 scale, nearer 1344 px for a 4K image, decodes slower (bench/ingest)."""
+    if opened.format != "JPEG" or opened.mode not in _TURBO_MODES:
+        return None
     import simplejpeg
 
-    scale = 1
-    while scale < 8 and size[0] // (scale * 2) >= target[0] and size[1] // (scale * 2) >= target[1]:
+    (width, height), scale = opened.size, 1
+    while scale < 8 and width // (scale * 2) >= target[0] and height // (scale * 2) >= target[1]:
         scale *= 2
-    return simplejpeg.decode_jpeg(data, "RGB", min_width=-(-size[0] // scale), min_height=-(-size[1] // scale))
+    try:
+        return simplejpeg.decode_jpeg(data, "RGB", min_width=-(-width // scale), min_height=-(-height // scale))
+    except ValueError:
+        return None
 
 
 def _resized(pixels: np.ndarray, target: tuple[int, int]) -> Image.Image:

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import simplejpeg
+
 from curate import imaging
 from filters.resolution import is_4k, resolution_verdict
 from schemas.job import ResolutionConfig
@@ -178,3 +180,20 @@ def test_model_decode_in_libjpeg_turbo_gives_pillows_pixels(mode, subsampling):
         got = imaging.decode_for_model(buf.getvalue(), side)
         assert got.mode == "RGB" and got.size == size
         assert np.array_equal(np.asarray(got), expected), side
+
+
+def test_jpegs_libjpeg_turbo_warns_about_decode_as_pillow_decides():
+    """Stray bytes between segments (common in web JPEGs) make simplejpeg's strict mode raise;
+    Pillow accepts them, so those files decode in Pillow, to the same pixels as before. Truncated
+    files are refused either way."""
+    clean = jpeg(1600, 1200)
+    app0_end = 4 + int.from_bytes(clean[4:6], "big")    # SOI, then APP0's marker and length
+    stray = clean[:app0_end] + b"\x00\x00\x00" + clean[app0_end:]
+    with pytest.raises(ValueError, match="extraneous bytes"):
+        simplejpeg.decode_jpeg(stray, "RGB")
+    for decode, side in [(imaging.decode_working, 512), (imaging.decode_for_model, 400)]:
+        assert np.array_equal(np.asarray(decode(stray, side)), np.asarray(decode(clean, side)))
+        for cut in (clean[:-2], clean[: len(clean) // 2]):
+            with pytest.raises(InputError) as exc:
+                decode(cut, side)
+            assert exc.value.reason == "decode_error"
