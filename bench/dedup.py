@@ -380,11 +380,19 @@ def ingest_like(img, quality: int, cost: list | None = None) -> dict:
 
 
 def copy_kinds() -> None:
-    from curate.sample import render
-    from filters.dedup import collapse, deduplicate, fine_confirmed
     from functools import partial
 
-    from filters.mih import Hashes, fixed_bytes, long_words, near_pairs, plan, window_pairs, window_plan
+    from curate.sample import render
+    from filters.dedup import collapse, deduplicate, fine_confirmed
+    from filters.mih import (
+        Hashes,
+        fixed_bytes,
+        long_words,
+        near_pairs,
+        plan,
+        window_pairs,
+        window_plan,
+    )
     from filters.windows import MIRRORED
     from filters.windows import unpack as windows_unpack
 

@@ -153,9 +153,9 @@ def decode_working(data: bytes, side: int, decodes: Decodes | None = None) -> Im
         pixels = _jpeg_scaled(img, data, (side // 2, side // 2))
         if pixels is not None:
             orientation = img.getexif().get(ORIENTATION_TAG, 1)
-            img = Image.fromarray(pixels)
-            img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
+            working = Image.fromarray(pixels)
+            working.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            return working.transpose(_TURNS[orientation]) if orientation in _TURNS else working
         if img.format == "JPEG":
             img.draft("RGB", (side // 2, side // 2))
         img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from curate import imaging
 from filters.dedup import deduplicate, leader_clusters, semantic_pairs
-from filters.mih import Hashes, all_pairs, hashes_agree, long_words, near_pairs, plan
+from filters.mih import Hashes, all_pairs, hashes_agree, near_pairs, plan
 from filters.quality import signals
 
 

@@ -5,9 +5,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
 import simplejpeg
+from PIL import Image
 
 from curate import imaging
 from filters.resolution import is_4k, resolution_verdict

@@ -117,6 +117,11 @@ def emit_window_records(batch: dict, m1: int, m2: int, parts: int) -> dict:
             **{name: np.tile(batch[name], tables) for name in ("node", "inserted", "p", "d", "l0", "l1", "l2", "l3")}}
 
 
+def _window_records(node: np.ndarray, inserted: np.ndarray, words: np.ndarray) -> WindowRecords:
+    return WindowRecords(lambda r: node[r], lambda r: inserted[r],
+                         lambda ra, rb: np.bitwise_count(words[ra] ^ words[rb]).sum(axis=1))
+
+
 def verify_window_partition(group: dict, k: int, kd: int, kl: int) -> dict:
     """The confirmed window pairs of one partition's keys, found as `window_pairs` finds them."""
     p, d, key = (group[c].astype(np.uint64) for c in ("p", "d", "key"))
@@ -124,9 +129,7 @@ def verify_window_partition(group: dict, k: int, kd: int, kl: int) -> dict:
     pairs = []
     for t in np.unique(group["table"]):
         rows = np.flatnonzero(group["table"] == t)
-        node, inserted, words = group["node"][rows], group["inserted"][rows], long[rows]
-        records = WindowRecords(lambda r: node[r], lambda r: inserted[r],
-                                lambda ra, rb: np.bitwise_count(words[ra] ^ words[rb]).sum(axis=1))
+        records = _window_records(group["node"][rows], group["inserted"][rows], long[rows])
         pairs += records.matches(key[rows], p[rows], d[rows], k, kd, kl, {})
     i, j, pd, dd, _ = (np.concatenate(c) for c in zip(*pairs)) if pairs else [np.empty(0)] * 5
     return {"i": i.astype(np.int64), "j": j.astype(np.int64), "pdist": pd.astype(np.int16), "ddist": dd.astype(np.int16)}
