@@ -160,16 +160,19 @@ def test_model_decode_of_other_formats_and_small_images():
     assert exc.value.reason == "decode_error"
 
 
-@pytest.mark.parametrize("mode,subsampling", [("RGB", 2), ("RGB", 0), ("L", 0)])
-def test_model_decode_in_libjpeg_turbo_gives_pillows_pixels(mode, subsampling):
-    """The caption feed decodes YCbCr and grey JPEGs in simplejpeg (one array, no Pillow copy): the
-    pixels are exactly what Pillow's draft decode and the same resize give, at every DCT scale."""
+@pytest.mark.parametrize("mode,save", [("RGB", {"subsampling": 2}), ("RGB", {"subsampling": 0}), ("L", {}),
+                                       ("RGB", {"progressive": True}), ("RGB", {"keep_rgb": True})])
+def test_model_decode_in_libjpeg_turbo_gives_pillows_pixels(mode, save):
+    """The caption feed decodes YCbCr, RGB (Adobe) and grey JPEGs, baseline or progressive, in
+    simplejpeg (one array, no Pillow copy): the pixels are exactly what Pillow's draft decode and
+    the same resize give, at every DCT scale."""
     import cv2
 
     rng = np.random.default_rng(7)
     picture = Image.fromarray((rng.random((40, 60, 3)) * 255).astype(np.uint8)).resize((3000, 2000), Image.BICUBIC)
     buf = io.BytesIO()
-    picture.convert(mode).save(buf, "JPEG", quality=90, subsampling=subsampling)
+    picture.convert(mode).save(buf, "JPEG", quality=90, **save)
+    assert imaging._jpeg_scaled(Image.open(buf), buf.getvalue(), (64, 43)) is not None   # not left to Pillow
     for side, size in [(5000, (3000, 2000)), (1344, (1344, 896)), (600, (600, 400)), (64, (64, 43))]:
         pillow = Image.open(io.BytesIO(buf.getvalue()))
         pillow.draft("RGB", size)
