@@ -152,10 +152,9 @@ def decode_working(data: bytes, side: int, decodes: Decodes | None = None) -> Im
     with _decoding(data, decodes) as img:
         pixels = _jpeg_scaled(img, data, (side // 2, side // 2))
         if pixels is not None:
-            orientation = img.getexif().get(ORIENTATION_TAG, 1)
             working = Image.fromarray(pixels)
             working.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            return working.transpose(_TURNS[orientation]) if orientation in _TURNS else working
+            return _upright(working, _orientation(img))
         if img.format == "JPEG":
             img.draft("RGB", (side // 2, side // 2))
         img.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -187,7 +186,6 @@ def decode_for_model(data: bytes, side: int, decodes: Decodes | None = None) -> 
     A 3840x2160 JPEG to 1344 px: bench/ingest. Raises InputError('decode_error')."""
     with _decoding(data, decodes) as opened:
         target = fit_within(*opened.size, side)     # as stored; the orientation turns it at the end
-        orientation = opened.getexif().get(ORIENTATION_TAG, 1)
         pixels = _jpeg_scaled(opened, data, target)
         if pixels is not None:
             # rebinding frees the decoded array before Pillow allocates its copy, which then reuses
@@ -204,7 +202,7 @@ def decode_for_model(data: bytes, side: int, decodes: Decodes | None = None) -> 
                 img = img.reduce(factor)
             if img.size != target:
                 img = Image.fromarray(_fitted(np.asarray(img), target))
-        return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
+        return _upright(img, _orientation(opened))
 
 
 def _jpeg_scaled(opened: Image.Image, data: bytes, target: tuple[int, int]) -> np.ndarray | None:
@@ -237,6 +235,11 @@ def _fitted(pixels: np.ndarray, target: tuple[int, int]) -> np.ndarray:
 
 # JPEGs libjpeg-turbo's RGB output takes as they are (YCbCr, RGB, grey); CMYK and YCCK go through Pillow
 _TURBO_MODES = ("RGB", "L")
+
+def _upright(img: Image.Image, orientation: int) -> Image.Image:
+    """`img`, decoded as stored, turned as its EXIF orientation says (ImageOps.exif_transpose's turns)."""
+    return img.transpose(_TURNS[orientation]) if orientation in _TURNS else img
+
 
 # EXIF orientation -> the turn that shows the picture upright (as ImageOps.exif_transpose does)
 _TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
