@@ -119,10 +119,10 @@ def confirm_directly(h: Hashes, a: np.ndarray, b: np.ndarray, k: int, kd: int, k
             ok = hashes_agree(pd, dd, k, kd) & (fine <= kw) & known[:, None, None]
             closest = np.where(ok, pd, 64).reshape(len(a), -1)
             at = closest.argmin(axis=1)
-            hit = closest[np.arange(len(a)), at] < 64
-            take = hit & ((best < 0) | (closest[np.arange(len(a)), at] < best))
-            best = np.where(take, closest[np.arange(len(a)), at], best)
-            flip = np.where(take, len(INSERTS) + at % (pd.shape[2]) >= MIRRORED, flip)
+            nearest = closest[np.arange(len(a)), at]
+            take = (nearest < 64) & ((best < 0) | (nearest < best))
+            best = np.where(take, nearest, best)
+            flip = np.where(take, len(INSERTS) + at % pd.shape[2] >= MIRRORED, flip)
     return best >= 0, flip, best
 
 

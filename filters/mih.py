@@ -220,6 +220,14 @@ def window_plan(records: int, k: int, kd: int) -> tuple[int, int]:
     return plan(records // 2, k, kd, mirror=False)
 
 
+def window_nodes(h: Hashes, of: np.ndarray | None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(nodes in all, the nodes with window hashes, the input standing for each of those) of a
+    window search; `of` as in `window_pairs`."""
+    of = np.arange(len(h)) if of is None else of
+    nodes = np.flatnonzero(h.w_known[of]) if h.wp is not None else np.empty(0, np.int64)
+    return len(of), nodes, of[nodes]
+
+
 def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched: int, of: np.ndarray | None = None,
                  bands: tuple[int, int] | None = None, window: int = 256, chunk: int = 1 << 22) -> Pairs:
     """Pairs in which one picture's inserted window (`filters.windows`: the first `inserts`) and
@@ -229,14 +237,11 @@ def window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched: in
     `near_pairs`, with every (picture, window) as a record (`bands`: the plan, default
     `window_plan`'s). `of`: the input standing for each node (pairs are between nodes); by
     default every input is its own node."""
-    of = np.arange(len(h)) if of is None else of
-    n = len(of)
-    nodes = np.flatnonzero(h.w_known[of]) if h.wp is not None else np.empty(0, np.int64)
+    n, nodes, src = window_nodes(h, of)
     stats: dict = {}
     if len(nodes) < 2:
         return merge_pairs([], n, stats)
     w = searched
-    src = of[nodes]
     p, d = h.wp[src, :w].ravel(), h.wd[src, :w].ravel()     # record r: window r % w of node nodes[r // w]
     m1, m2 = bands or window_plan(len(p), k, kd)
     stats.update(m1=m1, m2=m2, tables=m1 * m2)

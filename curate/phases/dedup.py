@@ -29,6 +29,7 @@ from filters.mih import (
     merge_pairs,
     near_pairs,
     plan,
+    window_nodes,
     window_pairs,
     window_plan,
 )
@@ -141,12 +142,9 @@ def ray_window_pairs(h: Hashes, k: int, kd: int, kl: int, inserts: int, searched
     `ray_near_pairs`; each record carries its 256-bit hash to the partition that verifies it."""
     import ray.data
 
-    of = np.arange(len(h)) if of is None else of
-    n = len(of)
-    nodes = np.flatnonzero(h.w_known[of]) if h.wp is not None else np.empty(0, np.int64)
+    n, nodes, src = window_nodes(h, of)
     if len(nodes) < 2:
         return merge_pairs([], n, {})
-    src = of[nodes]
     m1, m2 = window_plan(len(nodes) * searched, k, kd)
     stats = {"m1": m1, "m2": m2, "tables": m1 * m2}
     long = h.wlong[src, :searched].reshape(-1, 4)
