@@ -382,19 +382,14 @@ def ingest_like(img, quality: int, cost: list | None = None) -> dict:
 def copy_kinds() -> None:
     from functools import partial
 
+    import pyarrow as pa
+
+    from curate.phases.dedup import dedup_hashes
     from curate.sample import render
     from filters.dedup import collapse, deduplicate, fine_confirmed
-    from filters.mih import (
-        Hashes,
-        fixed_bytes,
-        long_words,
-        near_pairs,
-        plan,
-        window_pairs,
-        window_plan,
-    )
+    from filters.mih import Hashes, near_pairs, plan, window_pairs, window_plan
     from filters.windows import MIRRORED
-    from filters.windows import unpack as windows_unpack
+    from schemas.record import DEDUP_HASHES, INGESTED
 
     originals = int(os.environ.get("BENCH_DEDUP_ORIGINALS", "300"))
     seed = int(os.environ.get("BENCH_DEDUP_SEED", "0"))  # another seed: a set the thresholds were not chosen on
@@ -422,8 +417,9 @@ def copy_kinds() -> None:
             kind_of.append("layout")
     hashing_s = time.perf_counter() - t
     n = len(rows)
-    col = {c: [r[c] for r in rows] if c in ("phash_long", "windows", "thumb") else np.array([r[c] for r in rows]) for c in rows[0]}
-    thumbs = fixed_bytes(col["thumb"], 256)[0].reshape(-1, 16, 16)  # (bytes in numpy lose trailing zeros)
+    col = {c: np.array([r[c] for r in rows]) for c in ("pixels", "letterbox", "jpeg_quality", "colour")}
+    # 64-bit hashes typed on the way in: numpy makes float64 of Python ints mixing values above and below 2**63
+    col.update({c: np.array([r[c] for r in rows], np.uint64) for c in ("phash", "dhash")})
     # keys in a seeded random order: the last tie-break (smallest key) must not favour originals
     keys = np.array([f"i{i:06d}" for i in range(n)])[np.random.default_rng(1).permutation(n)]
     index_of = {key: i for i, key in enumerate(keys)}
@@ -482,8 +478,8 @@ def copy_kinds() -> None:
     full, short = np.array(cost).sum(axis=0)
     print(f"  ingest hashing CPU per original: {1000 * full / len(cost):.2f} ms with the window hashes, "
           f"{1000 * short / len(cost):.2f} ms without it (+{100 * (full / short - 1):.0f}%)")
-    long, known = long_words(col["phash_long"])
-    h = Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known)
+    # the hashes as the dedup phase builds them from ingest rows
+    h = dedup_hashes(pa.table({c: pa.array([r[c] for r in rows], INGESTED.field(c).type) for c in ("phash", *DEDUP_HASHES)}))
     for kind in [*KINDS, "layout"]:  # 256-bit distance of the pairs both 64-bit hashes accept
         at = np.flatnonzero(kind_of == kind)
         a, b = (at[0::2], at[1::2]) if kind == "layout" else (original_of[at], at)
@@ -496,15 +492,11 @@ def copy_kinds() -> None:
     evaluate(f"curate (border-trimmed pHash<={K} + dHash<={KD}, mirrored views, window hashes, 256-bit pHash<={LONG_DISTANCE} "
              f"(windows {WINDOW_LONG_DISTANCE}), "
              "leader clusters, best-copy rule)",
-             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known,
-                    *windows_unpack(col["windows"]), thumbs),
-             letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
+             h, letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
     evaluate("the same, searched with the band plans of a 10M-picture run (narrower exact regions)",
-             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known,
-                    *windows_unpack(col["windows"]), thumbs),
-             plans=10_000_000, letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
+             h, plans=10_000_000, letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"])
     evaluate("without window hashes and thumbnails, 256-bit pHash<=80 (the previous session's rule)",
-             Hashes(col["phash_core"], col["dhash_core"], col["phash_mirror"], col["dhash_mirror"], long, known),
+             Hashes(h.p, h.d, h.pm, h.dm, h.long, h.long_known),
              letterbox=col["letterbox"], jpeg_quality=col["jpeg_quality"], colour=col["colour"], kl=80, kw=None)
     evaluate(f"without the added hashes (whole-picture pHash<={K} + dHash<={KD}, no mirror, most pixels first)",
              Hashes(col["phash"], col["dhash"]))
