@@ -90,6 +90,15 @@ def s3_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used the S3 server shows the server's own error lines."""
+    report = (yield).get_result()
+    server = getattr(item, "funcargs", {}).get("s3_server") if report.failed else None
+    if server is not None:
+        report.sections.append(("S3 server errors (weed.log)", server.errors() or "none"))
+
+
 def demo_overrides(corpus: Path, tiny_vlm: Path, out: Path) -> list[str]:
     models = tiny_vlm.parent
     return [f"sources.0.path={corpus}", f"caption.captioners.0.model={tiny_vlm}", f"caption.captioners.1.model={tiny_vlm}", f"out={out}",

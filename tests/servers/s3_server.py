@@ -79,6 +79,11 @@ class S3Server:
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
                             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
 
+    def errors(self, last: int = 20) -> str:
+        """The server's last error lines: an S3 InternalError says nothing of its cause."""
+        lines = (self.folder / "weed.log").read_text(errors="replace").splitlines()
+        return "\n".join([line for line in lines if line.startswith("E")][-last:])
+
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         last = None
