@@ -189,3 +189,15 @@ def test_s3_prefix_of_another_job_is_refused_and_fresh_clears_only_a_curate_run(
     clear_remote(output_for(job))   # --fresh: the earlier run's objects go, the neighbour's stay
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="guard").get("Contents", [])]
     assert keys == ["other/notes.txt"]
+
+
+def test_the_s3_test_server_has_its_volumes_whatever_the_free_disk(s3_server):
+    """Each bucket takes a volume of its own; left to the free disk, CI's server ran out of them and
+    answered every write to its last buckets with InternalError."""
+    import json
+    import urllib.request
+
+    from tests.servers.s3_server import VOLUMES
+
+    with urllib.request.urlopen(f"{s3_server.master}/dir/status", timeout=10) as reply:
+        assert json.load(reply)["Topology"]["Max"] == VOLUMES

@@ -3,10 +3,10 @@
 It runs as its own process with credentials enforced; `S3Server.stop()` ends it with SIGTERM.
 
 The volume count and size are fixed rather than left to `weed mini`'s auto-configuration,
-which divides the disk's free space by the volume size: every bucket is a collection with a
-volume of its own, so on a machine with ~10 GiB free the eleventh bucket of a session got
-"No writable volumes and no free volumes left" (an S3 InternalError on every write).
-Volumes are sparse files, so 200 of 64 MB use only what the tests write.
+which divides the disk's free space by the volume size. Every bucket is a collection with a
+volume of its own: with 700 MB free it configured 10 volumes and every bucket after those
+got "No writable volumes and no free volumes left", an S3 InternalError on every write (CI
+failed so). Volumes are sparse files, so 200 of 64 MB use only what the tests write.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 ACCESS_KEY = "curate-test-access"
 SECRET_KEY = "curate-test-secret-Zq81xV"  # a distinctive string tests grep outputs for
+VOLUMES = 200  # one per bucket at least; not derived from the disk's free space (see above)
 
 
 def _free(port: int) -> bool:
@@ -56,6 +57,7 @@ class S3Server:
         folder.mkdir(parents=True, exist_ok=True)
         master, volume, filer, s3, admin = free_ports(5)
         self.endpoint = f"http://127.0.0.1:{s3}"
+        self.master = f"http://127.0.0.1:{master}"  # SeaweedFS's own API (volume counts)
         identities = {"identities": [{"name": "curate", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
         (folder / "identities.json").write_text(json.dumps(identities))
@@ -63,8 +65,8 @@ class S3Server:
         self.proc = subprocess.Popen(
             [weed_binary(), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
-             f"-admin.port={admin}", "-volume.max=200", "-master.volumeSizeLimitMB=64", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
-             "-master.telemetry=false", f"-s3.config={folder / 'identities.json'}"],
+             f"-admin.port={admin}", f"-volume.max={VOLUMES}", "-master.volumeSizeLimitMB=64",
+             "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false", f"-s3.config={folder / 'identities.json'}"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True,
         )
         self._wait_ready()
